@@ -1,0 +1,298 @@
+//! [`Interpreter`]: runs a validated [`Model`] in a caller-provided arena.
+//!
+//! The arena holds only the planned activations (graph inputs and outputs
+//! included); weights, biases and requantization tables are read in place from
+//! the package. Nothing is allocated, before or during a run.
+
+use edgefleet_kernels::reference::{
+    self, AddParams, ConvParams, DepthwiseParams, FullyConnectedParams, PoolParams, RequantizeParams, SoftmaxOutput,
+    SoftmaxParams,
+};
+use edgefleet_kernels::{KernelError, Requant};
+
+use crate::error::RunError;
+use crate::format::{DType, Storage};
+use crate::model::{IoInfo, Model, Quantization, TensorInfo};
+use crate::op::Op;
+
+/// Runs a model. Borrow the model and an arena of at least
+/// [`Model::arena_size`] bytes; write inputs, [`Interpreter::invoke`], read outputs.
+///
+/// The arena is reused between tensors: after `invoke`, input buffers may
+/// have been overwritten, so write the inputs again before the next run.
+#[derive(Debug)]
+pub struct Interpreter<'m, 'p, 'a> {
+    model: &'m Model<'p>,
+    arena: &'a mut [u8],
+}
+
+impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
+    /// An interpreter for `model` using `arena` (only its first
+    /// [`Model::arena_size`] bytes are touched).
+    ///
+    /// # Errors
+    /// [`RunError::ArenaTooSmall`] if the arena is shorter than the plan.
+    pub fn new(model: &'m Model<'p>, arena: &'a mut [u8]) -> Result<Self, RunError> {
+        let needed = model.arena_size();
+        if arena.len() < needed {
+            return Err(RunError::ArenaTooSmall { needed, given: arena.len() });
+        }
+        Ok(Interpreter { model, arena: &mut arena[..needed] })
+    }
+
+    /// The model being run.
+    pub fn model(&self) -> &'m Model<'p> {
+        self.model
+    }
+
+    /// Exact arena bytes in use (the extent of the memory plan).
+    pub fn arena_used_bytes(&self) -> usize {
+        self.arena.len()
+    }
+
+    fn io(&self, info: Option<IoInfo<'p>>, index: usize) -> Result<TensorInfo<'p>, RunError> {
+        info.map(|io| io.tensor).ok_or(RunError::NoSuchTensor { index })
+    }
+
+    /// The int8 buffer of input `index`, to fill before [`Self::invoke`].
+    pub fn input_mut(&mut self, index: usize) -> Result<&mut [i8], RunError> {
+        let t = self.io(self.model.input(index), index)?;
+        Ok(bytemuck::cast_slice_mut(&mut self.arena[t.offset..t.offset + t.size]))
+    }
+
+    /// The int8 buffer of output `index`, valid after [`Self::invoke`].
+    pub fn output(&self, index: usize) -> Result<&[i8], RunError> {
+        let t = self.io(self.model.output(index), index)?;
+        Ok(bytemuck::cast_slice(&self.arena[t.offset..t.offset + t.size]))
+    }
+
+    /// Quantizes `data` into input `index` with the input's scale and zero point.
+    ///
+    /// # Errors
+    /// [`RunError::LengthMismatch`] if `data` has the wrong element count.
+    pub fn set_input_f32(&mut self, index: usize, data: &[f32]) -> Result<(), RunError> {
+        let (scale, zero_point) = self.model.input(index).ok_or(RunError::NoSuchTensor { index })?.quantization();
+        let buf = self.input_mut(index)?;
+        if buf.len() != data.len() {
+            return Err(RunError::LengthMismatch { expected: buf.len(), given: data.len() });
+        }
+        reference::quantize_f32(scale, zero_point, data, buf).map_err(|error| RunError::Kernel { op: u32::MAX, error })
+    }
+
+    /// Dequantizes output `index` into `out`.
+    ///
+    /// # Errors
+    /// [`RunError::LengthMismatch`] if `out` has the wrong element count.
+    pub fn output_f32(&self, index: usize, out: &mut [f32]) -> Result<(), RunError> {
+        let (scale, zero_point) = self.model.output(index).ok_or(RunError::NoSuchTensor { index })?.quantization();
+        let buf = self.output(index)?;
+        if buf.len() != out.len() {
+            return Err(RunError::LengthMismatch { expected: buf.len(), given: out.len() });
+        }
+        reference::dequantize_i8(scale, zero_point, buf, out).map_err(|error| RunError::Kernel { op: u32::MAX, error })
+    }
+
+    /// Runs every op once, in order.
+    ///
+    /// # Errors
+    /// Only [`RunError::Kernel`], which a validated model does not produce.
+    pub fn invoke(&mut self) -> Result<(), RunError> {
+        for i in 0..self.model.op_count() {
+            self.run_op(i).map_err(|error| RunError::Kernel { op: i as u32, error })?;
+        }
+        Ok(())
+    }
+
+    /// Runs op `i` alone (for per-op profiling); ops must run in order.
+    ///
+    /// # Errors
+    /// As [`Self::invoke`].
+    pub fn invoke_op(&mut self, i: usize) -> Result<(), RunError> {
+        self.run_op(i).map_err(|error| RunError::Kernel { op: i as u32, error })
+    }
+
+    fn run_op(&mut self, i: usize) -> Result<(), KernelError> {
+        let model = self.model;
+        let op = model.op(i).ok_or(KernelError::InvalidParameter)?;
+        let tensor = |t: u16| model.tensor(t).ok_or(KernelError::InvalidParameter);
+        let out = tensor(op.output())?;
+        // The loader proved that no arena input overlaps the output, so the
+        // arena splits into [before | output | after] and each input lies in
+        // `before` or `after`, or in the package's constants.
+        let (before, rest) = self.arena.split_at_mut(out.offset);
+        let (out_bytes, after) = rest.split_at_mut(out.size);
+        let out_end = out.offset + out.size;
+        let read = |t: &TensorInfo<'p>| -> Result<&[u8], KernelError> {
+            match t.storage {
+                Storage::Const => Ok(model.const_bytes(t)),
+                Storage::Arena if t.offset + t.size <= out.offset => Ok(&before[t.offset..t.offset + t.size]),
+                Storage::Arena => after
+                    .get(t.offset.wrapping_sub(out_end)..t.offset.wrapping_sub(out_end).wrapping_add(t.size))
+                    .ok_or(KernelError::ShapeMismatch),
+            }
+        };
+        let act = |t: u16| -> Result<(&[i8], TensorInfo<'p>), KernelError> {
+            let info = tensor(t)?;
+            Ok((bytemuck::cast_slice(read(&info)?), info))
+        };
+        let ints = |t: Option<u16>| -> Result<Option<&[i32]>, KernelError> {
+            match t {
+                None => Ok(None),
+                Some(t) => {
+                    let info = tensor(t)?;
+                    if info.dtype != DType::I32 {
+                        return Err(KernelError::InvalidParameter);
+                    }
+                    bytemuck::try_cast_slice(read(&info)?).map(Some).map_err(|_| KernelError::ShapeMismatch)
+                }
+            }
+        };
+        let zp = |t: &TensorInfo<'p>| match t.quant {
+            Quantization::PerTensor { zero_point, .. } => zero_point,
+            _ => 0,
+        };
+        let table = |offset: u32, count: u32| {
+            model
+                .requant_table(offset, count)
+                .map(|(multiplier, shift)| Requant { multiplier, shift })
+                .ok_or(KernelError::InvalidParameter)
+        };
+        let dims = |t: &TensorInfo<'p>| t.shape.nhwc().ok_or(KernelError::ShapeMismatch);
+        let output: &mut [i8] = bytemuck::cast_slice_mut(out_bytes);
+        let y_zp = zp(&out);
+
+        match op {
+            Op::Conv2d { input, filter, bias, geometry, requant_offset, requant_count, clamp, .. } => {
+                let (x, xi) = act(input)?;
+                let (w, wi) = act(filter)?;
+                let p = ConvParams {
+                    stride: geometry.stride,
+                    dilation: geometry.window,
+                    padding: geometry.padding,
+                    input_offset: -zp(&xi),
+                    output_offset: y_zp,
+                    clamp,
+                };
+                reference::conv2d_i8(
+                    &p,
+                    dims(&xi)?,
+                    x,
+                    dims(&wi)?,
+                    w,
+                    ints(bias)?,
+                    table(requant_offset, requant_count)?,
+                    dims(&out)?,
+                    output,
+                )
+            }
+            Op::DepthwiseConv2d {
+                input,
+                filter,
+                bias,
+                geometry,
+                depth_multiplier,
+                requant_offset,
+                requant_count,
+                clamp,
+                ..
+            } => {
+                let (x, xi) = act(input)?;
+                let (w, wi) = act(filter)?;
+                let p = DepthwiseParams {
+                    conv: ConvParams {
+                        stride: geometry.stride,
+                        dilation: geometry.window,
+                        padding: geometry.padding,
+                        input_offset: -zp(&xi),
+                        output_offset: y_zp,
+                        clamp,
+                    },
+                    depth_multiplier,
+                };
+                reference::depthwise_conv2d_i8(
+                    &p,
+                    dims(&xi)?,
+                    x,
+                    dims(&wi)?,
+                    w,
+                    ints(bias)?,
+                    table(requant_offset, requant_count)?,
+                    dims(&out)?,
+                    output,
+                )
+            }
+            Op::FullyConnected { input, filter, bias, requant_offset, requant_count, clamp, .. } => {
+                let (x, xi) = act(input)?;
+                let (w, wi) = act(filter)?;
+                let (o, n) = match wi.shape.dims() {
+                    [o, n] => (*o, *n),
+                    _ => return Err(KernelError::ShapeMismatch),
+                };
+                let p = FullyConnectedParams { input_offset: -zp(&xi), output_offset: y_zp, clamp };
+                reference::fully_connected_i8(
+                    &p,
+                    x.len() / n.max(1),
+                    x,
+                    (o, n),
+                    w,
+                    ints(bias)?,
+                    table(requant_offset, requant_count)?,
+                    output,
+                )
+            }
+            Op::Add { input1, input2, left_shift, rescale, clamp, .. } => {
+                let (a, ai) = act(input1)?;
+                let (b, bi) = act(input2)?;
+                let p = AddParams {
+                    input1_offset: -zp(&ai),
+                    input2_offset: -zp(&bi),
+                    output_offset: y_zp,
+                    left_shift,
+                    input1_multiplier: rescale[0].0,
+                    input1_shift: rescale[0].1,
+                    input2_multiplier: rescale[1].0,
+                    input2_shift: rescale[1].1,
+                    output_multiplier: rescale[2].0,
+                    output_shift: rescale[2].1,
+                    clamp,
+                };
+                reference::add_i8(&p, a, b, output)
+            }
+            Op::AveragePool2d { input, geometry, clamp, .. } | Op::MaxPool2d { input, geometry, clamp, .. } => {
+                let (x, xi) = act(input)?;
+                let p =
+                    PoolParams { filter: geometry.window, stride: geometry.stride, padding: geometry.padding, clamp };
+                if matches!(op, Op::AveragePool2d { .. }) {
+                    reference::average_pool_i8(&p, dims(&xi)?, x, dims(&out)?, output)
+                } else {
+                    reference::max_pool_i8(&p, dims(&xi)?, x, dims(&out)?, output)
+                }
+            }
+            Op::Softmax { input, input_multiplier, input_left_shift, diff_min, requant, .. } => {
+                let (x, xi) = act(input)?;
+                let p = SoftmaxParams {
+                    input_multiplier,
+                    input_left_shift,
+                    diff_min,
+                    output: match requant {
+                        None => SoftmaxOutput::Tflite256,
+                        Some((multiplier, shift)) => SoftmaxOutput::Requantized { multiplier, shift, zero_point: y_zp },
+                    },
+                };
+                reference::softmax_i8(&p, xi.shape.last(), x, output)
+            }
+            Op::Requantize { input, multiplier, shift, clamp, .. } => {
+                let (x, xi) = act(input)?;
+                let p = RequantizeParams { input_offset: -zp(&xi), multiplier, shift, output_offset: y_zp, clamp };
+                reference::requantize_i8(&p, x, output)
+            }
+            Op::Transpose { input, perm, .. } => {
+                let (x, xi) = act(input)?;
+                let &[a, b, c, d] = xi.shape.dims() else {
+                    return Err(KernelError::ShapeMismatch);
+                };
+                reference::transpose_i8([a, b, c, d], perm, x, output)
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Loads `.efm` model packages from untrusted bytes and runs them with int8
+//! kernels in a caller-provided arena. `no_std`, no allocator: the same code
+//! runs on a Cortex-M0+ and on a phone.
+//!
+//! ```no_run
+//! use edgefleet_runtime::{AlignedBytes, Interpreter, Model};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bytes = AlignedBytes::from(std::fs::read("kws.efm")?);
+//! let model = Model::load(&bytes)?;             // validates everything once
+//! let mut arena = vec![0u8; model.arena_size()]; // exact size of the memory plan
+//! let mut interp = Interpreter::new(&model, &mut arena)?;
+//! interp.set_input_f32(0, &[0.0; 490])?;         // quantized with the input's scale
+//! interp.invoke()?;
+//! let scores = interp.output(0)?;                // int8, see `Model::output(0)` for scale
+//! # let _ = scores; Ok(()) }
+//! ```
+//!
+//! On a microcontroller, embed the package with [`include_package!`] (which
+//! aligns it) and give the interpreter a `static mut` or stack arena.
+//!
+//! The package layout is in [`format`] and `docs/package-format.md`; the
+//! kernels are `edgefleet-kernels`' reference kernels.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod error;
+pub mod format;
+mod interp;
+pub mod model;
+pub mod op;
+#[cfg(feature = "alloc")]
+pub mod writer;
+
+pub use error::{LoadError, RunError};
+pub use format::{DType, OpCode, SectionKind, Storage};
+pub use interp::Interpreter;
+pub use model::{IoInfo, Model, Quantization, Shape, TensorInfo};
+pub use op::Op;
+
+/// Embeds a package in the binary, 16-byte aligned, as a `&'static [u8]`.
+///
+/// ```ignore
+/// static KWS: &[u8] = edgefleet_runtime::include_package!("../models/kws.efm");
+/// ```
+#[macro_export]
+macro_rules! include_package {
+    ($path:expr) => {{
+        #[repr(C, align(16))]
+        struct Aligned<T: ?Sized>(T);
+        static ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!($path));
+        &ALIGNED.0
+    }};
+}
+
+/// An owned, 16-byte-aligned copy of a package, for hosts that read packages
+/// from files or the network.
+#[cfg(feature = "alloc")]
+#[derive(Clone)]
+pub struct AlignedBytes {
+    words: alloc::vec::Vec<u128>,
+    len: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl AlignedBytes {
+    /// Copies `bytes` into an aligned buffer.
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        let mut words = alloc::vec![0u128; bytes.len().div_ceil(16)];
+        bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        AlignedBytes { words, len: bytes.len() }
+    }
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u128, u8>(&self.words)[..self.len]
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl From<alloc::vec::Vec<u8>> for AlignedBytes {
+    fn from(v: alloc::vec::Vec<u8>) -> Self {
+        Self::from_slice(&v)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl core::ops::Deref for AlignedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl core::fmt::Debug for AlignedBytes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "AlignedBytes({} bytes)", self.len)
+    }
+}
