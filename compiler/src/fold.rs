@@ -213,8 +213,12 @@ pub fn window_out(
     pad_end: usize,
     ceil: bool,
 ) -> Result<usize> {
-    let eff = dilation * (kernel - 1) + 1;
-    let padded = input + pad_begin + pad_end;
+    ensure!(
+        kernel >= 1 && stride >= 1 && dilation >= 1,
+        "kernel {kernel}, stride {stride} and dilation {dilation} must all be at least 1"
+    );
+    let eff = dilation.checked_mul(kernel - 1).and_then(|e| e.checked_add(1)).context("window too large")?;
+    let padded = input.checked_add(pad_begin).and_then(|p| p.checked_add(pad_end)).context("padding too large")?;
     ensure!(padded >= eff, "window {kernel} (dilation {dilation}) larger than padded input {padded}");
     let span = padded - eff;
     Ok(if ceil { span.div_ceil(stride) + 1 } else { span / stride + 1 })

@@ -215,6 +215,20 @@ pub fn lower_onnx(onnx_bytes: &[u8]) -> Result<(Net, qdq::Qdq, onnx::Graph)> {
 /// Unsupported operators (all listed at once), malformed models, missing
 /// calibration data, or (a compiler bug) a package the loader rejects.
 pub fn compile(onnx_bytes: &[u8], opts: &Options, progress: &mut dyn FnMut(Event)) -> Result<Compiled> {
+    // Models are untrusted input: a panic anywhere below (a missed check here,
+    // or in a dependency) becomes an error instead of taking the caller down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile_unguarded(onnx_bytes, opts, progress)))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(anyhow::anyhow!("internal compiler error on this model (please report it with the model): {what}"))
+        })
+}
+
+fn compile_unguarded(onnx_bytes: &[u8], opts: &Options, progress: &mut dyn FnMut(Event)) -> Result<Compiled> {
     progress(Event::Stage("import"));
     let mut graph = onnx::load_bytes(onnx_bytes)?;
     fold::check_supported(&graph)?;
