@@ -1,0 +1,92 @@
+//! `edgefleet`, the host tool: compile ONNX models into int8 packages,
+//! inspect them, run them on `.npy` inputs and benchmark them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// `println!` that returns an error instead of panicking when stdout is
+/// closed (`edgefleet inspect x.efm | head`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?;
+    }};
+}
+
+mod cmd;
+
+/// edgefleet: a tiny int8 inference runtime and the tools around it.
+///
+/// Typical flow:
+///
+///   edgefleet compile model.onnx --calibration calib.npy -o model.efm
+///
+///   edgefleet inspect model.efm
+///
+///   edgefleet run model.efm --input x.npy -o y.npy
+///
+///   edgefleet bench model.efm
+#[derive(Parser, Debug)]
+#[command(name = "edgefleet", version, about, long_about, propagate_version = true, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compile an ONNX model into an int8 package (.efm).
+    ///
+    /// QDQ-quantized models (QuantizeLinear/DequantizeLinear around float ops, e.g. from tf2onnx
+    /// or onnxruntime's quantize_static) keep their integers, scales and zero points exactly.
+    /// fp32 models need --calibration: representative inputs from which activation ranges are
+    /// measured; weights are quantized per output channel.
+    ///
+    /// Examples:
+    ///
+    ///   edgefleet compile kws_int8_from_tflite.onnx -o kws.efm
+    ///
+    ///   edgefleet compile vww_fp32.onnx --calibration vww_calib_u8.npy --calibration-scale 0.00392156862745098 -o vww.efm
+    #[command(verbatim_doc_comment)]
+    Compile(cmd::compile::Args),
+    /// Show what a package holds: inputs, outputs, ops, memory, metadata.
+    Inspect(cmd::inspect::Args),
+    /// Run a package on inputs from an .npy file and print or save the outputs.
+    ///
+    /// The input may be int8 (used as is) or float (quantized with the input's scale and zero
+    /// point). A leading dimension of N samples runs the model N times.
+    Run(cmd::run::Args),
+    /// Measure inference latency: warm-up, then N timed runs; median, p90, p99.
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compile(a) => cmd::compile::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Default output path: the input with another extension.
+pub(crate) fn with_extension(p: &std::path::Path, ext: &str) -> PathBuf {
+    p.with_extension(ext)
+}
