@@ -12,7 +12,7 @@ use edgefleet_kernels::{KernelError, Requant};
 
 use crate::error::RunError;
 use crate::format::{DType, Storage};
-use crate::model::{IoInfo, Model, Quantization, TensorInfo};
+use crate::model::{Model, Slot};
 use crate::op::Op;
 
 /// Runs a model. Borrow the model and an arena of at least
@@ -50,20 +50,22 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
         self.arena.len()
     }
 
-    fn io(&self, info: Option<IoInfo<'p>>, index: usize) -> Result<TensorInfo<'p>, RunError> {
-        info.map(|io| io.tensor).ok_or(RunError::NoSuchTensor { index })
+    fn io(&self, index: usize, output: bool) -> Result<Slot, RunError> {
+        self.model.io_slot(index, output).ok_or(RunError::NoSuchTensor { index })
     }
 
     /// The int8 buffer of input `index`, to fill before [`Self::invoke`].
     pub fn input_mut(&mut self, index: usize) -> Result<&mut [i8], RunError> {
-        let t = self.io(self.model.input(index), index)?;
-        Ok(bytemuck::cast_slice_mut(&mut self.arena[t.offset..t.offset + t.size]))
+        let t = self.io(index, false)?;
+        let bytes = self.arena.get_mut(t.offset..t.offset + t.size).ok_or(RunError::NoSuchTensor { index })?;
+        Ok(bytemuck::cast_slice_mut(bytes))
     }
 
     /// The int8 buffer of output `index`, valid after [`Self::invoke`].
     pub fn output(&self, index: usize) -> Result<&[i8], RunError> {
-        let t = self.io(self.model.output(index), index)?;
-        Ok(bytemuck::cast_slice(&self.arena[t.offset..t.offset + t.size]))
+        let t = self.io(index, true)?;
+        let bytes = self.arena.get(t.offset..t.offset + t.size).ok_or(RunError::NoSuchTensor { index })?;
+        Ok(bytemuck::cast_slice(bytes))
     }
 
     /// Quantizes `data` into input `index` with the input's scale and zero point.
@@ -114,7 +116,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
     fn run_op(&mut self, i: usize) -> Result<(), KernelError> {
         let model = self.model;
         let op = model.op(i).ok_or(KernelError::InvalidParameter)?;
-        let tensor = |t: u16| model.tensor(t).ok_or(KernelError::InvalidParameter);
+        let tensor = |t: u16| model.slot(t).ok_or(KernelError::InvalidParameter);
         let out = tensor(op.output())?;
         // The loader proved that no arena input overlaps the output, so the
         // arena splits into [before | output | after] and each input lies in
@@ -122,16 +124,16 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
         let (before, rest) = self.arena.split_at_mut(out.offset);
         let (out_bytes, after) = rest.split_at_mut(out.size);
         let out_end = out.offset + out.size;
-        let read = |t: &TensorInfo<'p>| -> Result<&[u8], KernelError> {
+        let read = |t: &Slot| -> Result<&[u8], KernelError> {
             match t.storage {
-                Storage::Const => Ok(model.const_bytes(t)),
+                Storage::Const => model.const_bytes(t).ok_or(KernelError::ShapeMismatch),
                 Storage::Arena if t.offset + t.size <= out.offset => Ok(&before[t.offset..t.offset + t.size]),
                 Storage::Arena => after
                     .get(t.offset.wrapping_sub(out_end)..t.offset.wrapping_sub(out_end).wrapping_add(t.size))
                     .ok_or(KernelError::ShapeMismatch),
             }
         };
-        let act = |t: u16| -> Result<(&[i8], TensorInfo<'p>), KernelError> {
+        let act = |t: u16| -> Result<(&[i8], Slot), KernelError> {
             let info = tensor(t)?;
             Ok((bytemuck::cast_slice(read(&info)?), info))
         };
@@ -147,17 +149,14 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                 }
             }
         };
-        let zp = |t: &TensorInfo<'p>| match t.quant {
-            Quantization::PerTensor { zero_point, .. } => zero_point,
-            _ => 0,
-        };
+        let zp = |t: &Slot| t.zero_point;
         let table = |offset: u32, count: u32| {
             model
                 .requant_table(offset, count)
                 .map(|(multiplier, shift)| Requant { multiplier, shift })
                 .ok_or(KernelError::InvalidParameter)
         };
-        let dims = |t: &TensorInfo<'p>| t.shape.nhwc().ok_or(KernelError::ShapeMismatch);
+        let dims = |t: &Slot| t.shape.nhwc().ok_or(KernelError::ShapeMismatch);
         let output: &mut [i8] = bytemuck::cast_slice_mut(out_bytes);
         let y_zp = zp(&out);
 

@@ -111,6 +111,18 @@ impl TensorInfo<'_> {
     }
 }
 
+/// The parts of a validated tensor record the interpreter uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Slot {
+    pub dtype: DType,
+    pub shape: Shape,
+    pub storage: Storage,
+    pub offset: usize,
+    pub size: usize,
+    pub zero_point: i32,
+    pub scale: f32,
+}
+
 /// A graph input or output.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct IoInfo<'p> {
@@ -386,9 +398,40 @@ impl<'p> Model<'p> {
             .map(|e| section_slice(self.bytes, &e))
     }
 
-    /// Bytes of a constant tensor.
-    pub(crate) fn const_bytes(&self, t: &TensorInfo<'p>) -> &'p [u8] {
-        &self.consts[t.offset..t.offset + t.size]
+    /// Bytes of a constant tensor (`None` only if the model was not validated).
+    pub(crate) fn const_bytes(&self, t: &Slot) -> Option<&'p [u8]> {
+        self.consts.get(t.offset..t.offset.checked_add(t.size)?)
+    }
+
+    /// What the interpreter needs of tensor `i`, decoded without validating
+    /// again (the loader did): no name, no per-channel scales.
+    pub(crate) fn slot(&self, i: u16) -> Option<Slot> {
+        let b = self.tensors.get(i as usize * TensorRecord::SIZE..(i as usize + 1) * TensorRecord::SIZE)?;
+        let r = TensorRecord::decode(b);
+        let mut dims = [1usize; MAX_RANK];
+        for (slot, &d) in dims.iter_mut().zip(&r.dims) {
+            *slot = d as usize;
+        }
+        Some(Slot {
+            dtype: DType::from_u8(r.dtype)?,
+            shape: Shape { rank: r.rank.min(MAX_RANK as u8), dims },
+            storage: if r.storage == Storage::Const as u8 { Storage::Const } else { Storage::Arena },
+            offset: r.offset as usize,
+            size: r.size as usize,
+            zero_point: if r.quant == 1 { r.quant_b as i32 } else { 0 },
+            scale: if r.quant == 1 { f32::from_bits(r.quant_a) } else { 1.0 },
+        })
+    }
+
+    /// The slot of graph input (`output == false`) or output `index`.
+    pub(crate) fn io_slot(&self, index: usize, output: bool) -> Option<Slot> {
+        let (n, base) = if output { (self.n_outputs, self.n_inputs) } else { (self.n_inputs, 0) };
+        if index >= n {
+            return None;
+        }
+        let at = (base + index) * IoRecord::SIZE;
+        let (r, _) = IoRecord::decode(self.io.get(at..at + IoRecord::SIZE)?);
+        self.slot(u16::try_from(r.tensor).ok()?)
     }
 
     /// A requantization table: `count` multipliers then `count` shifts.
@@ -659,8 +702,8 @@ impl<'p> Model<'p> {
         };
         let nhwc = |t: &TensorInfo<'p>| t.shape.nhwc().ok_or(bad("tensor is not rank 4 (NHWC)"));
         match op {
-            Op::Conv2d { input, filter, bias: b, requant_offset, requant_count, .. }
-            | Op::DepthwiseConv2d { input, filter, bias: b, requant_offset, requant_count, .. } => {
+            Op::Conv2d { input, filter, bias: b, geometry, requant_offset, requant_count, .. }
+            | Op::DepthwiseConv2d { input, filter, bias: b, geometry, requant_offset, requant_count, .. } => {
                 let x = tensor(input)?;
                 let w = tensor(filter)?;
                 act(&x)?;
@@ -683,6 +726,11 @@ impl<'p> Model<'p> {
                 }
                 bias(b, yd.c)?;
                 requant(requant_offset, requant_count, yd.c)?;
+                if !window_fits(yd.h, geometry.stride.0, wd.h, geometry.window.0)
+                    || !window_fits(yd.w, geometry.stride.1, wd.w, geometry.window.1)
+                {
+                    return Err(bad("convolution window coordinates exceed 32 bits"));
+                }
             }
             Op::FullyConnected { input, filter, bias: b, requant_offset, requant_count, .. } => {
                 let x = tensor(input)?;
@@ -719,6 +767,26 @@ impl<'p> Model<'p> {
                 let (xd, yd) = (nhwc(&x)?, nhwc(&out)?);
                 if xd.n != yd.n || xd.c != yd.c {
                     return Err(bad("pooling changes batch or channels"));
+                }
+                let g = match op {
+                    Op::AveragePool2d { geometry, .. } | Op::MaxPool2d { geometry, .. } => geometry,
+                    _ => return Err(bad("not a pooling op")),
+                };
+                if !window_fits(yd.h, g.stride.0, g.window.0, 1) || !window_fits(yd.w, g.stride.1, g.window.1, 1) {
+                    return Err(bad("pooling window coordinates exceed 32 bits"));
+                }
+                if let Op::AveragePool2d { geometry: g, .. } = op {
+                    // The kernel refuses (at run time) a window whose int32 sum
+                    // could overflow, and an output window that lies entirely
+                    // in the padding (nothing to average): reject them here.
+                    if g.window.0.saturating_mul(g.window.1) > edgefleet_kernels::reference::MAX_AVERAGE_POOL_WINDOW {
+                        return Err(bad("average pool window too large"));
+                    }
+                    let rows = (yd.h, g.stride.0, g.padding.0, g.window.0, xd.h);
+                    let cols = (yd.w, g.stride.1, g.padding.1, g.window.1, xd.w);
+                    if !pool_windows_see_input(rows) || !pool_windows_see_input(cols) {
+                        return Err(bad("average pool window lies entirely in the padding"));
+                    }
                 }
             }
             Op::Softmax { input, requant, .. } => {
@@ -803,6 +871,31 @@ impl<'p> Model<'p> {
     }
 }
 
+/// Whether the last input coordinate a sliding window touches,
+/// `(outputs - 1) * stride + (window - 1) * dilation + 1`, fits in 32 bits:
+/// the kernels compute it in `usize` and refuse to run otherwise, so on a
+/// 32-bit target a package passing this check never fails at run time.
+fn window_fits(outputs: usize, stride: usize, window: usize, dilation: usize) -> bool {
+    let last =
+        (outputs.saturating_sub(1) as u64) * stride as u64 + (window.saturating_sub(1) as u64) * dilation as u64 + 1;
+    last <= u32::MAX as u64
+}
+
 fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
     a.0 < b.1 && b.0 < a.1
+}
+
+/// Whether the first and the last pooling window along one axis (and so,
+/// since the windows move monotonically, every window) cover at least one
+/// input pixel: `(outputs, stride, padding, window, input)`, the same test
+/// as the average pool kernel, in `u64` so that it cannot overflow.
+fn pool_windows_see_input((outputs, stride, padding, window, input): (usize, usize, usize, usize, usize)) -> bool {
+    let (stride, padding, window, input) = (stride as u64, padding as u64, window as u64, input as u64);
+    [0, outputs.saturating_sub(1) as u64].iter().all(|&o| {
+        // Window origin in the padded frame; the image is [padding, padding + input).
+        let origin = o * stride;
+        let start = padding.saturating_sub(origin);
+        let end = window.min((padding + input).saturating_sub(origin));
+        start < end
+    })
 }
