@@ -37,6 +37,7 @@ pub mod net;
 pub mod npy;
 pub mod onnx;
 pub mod plan;
+pub mod profile;
 pub mod qdq;
 pub mod quantize;
 pub mod tensor;
@@ -281,6 +282,10 @@ fn compile_unguarded(onnx_bytes: &[u8], opts: &Options, progress: &mut dyn FnMut
         producer: Some(producer.to_string()),
         reference_profile: None,
     };
+    let package = emit::emit(&qnet, &plan, &meta)?;
+    progress(Event::Stage("profile"));
+    let reference = profile::build(&package, opts.calibration.as_ref())?;
+    let meta = emit::Metadata { reference_profile: Some(reference.to_bytes()?), ..meta };
     let package = emit::emit(&qnet, &plan, &meta)?;
     progress(Event::Stage("verify"));
     let aligned = AlignedBytes::from_slice(&package);

@@ -174,3 +174,32 @@ fn lowering_preserves_fp32_semantics() {
         }
     }
 }
+
+/// The package carries its reference data profile: per-feature bins of the
+/// quantized calibration inputs (MFCC coefficients for KWS, colour channels
+/// for VWW), the class distribution, and a self-test the package passes.
+#[test]
+fn packages_carry_a_reference_profile() {
+    use edgefleet_protocol::profile::ReferenceProfile;
+    for (m, features) in [("kws", 10), ("vww", 3)] {
+        let c = calibrated(m, RangeMethod::MinMax);
+        let mut r = Runner::new(&c.package);
+        let section = r.model().section(edgefleet_runtime::SectionKind::ReferenceProfile as u16).map(<[u8]>::to_vec);
+        let p = ReferenceProfile::from_bytes(&section.expect("profile section")).expect("profile parses");
+        assert_eq!(p.samples as usize, calibration(m).len());
+        assert_eq!(p.inputs[0].features, features, "{m}");
+        for reference in &p.inputs[0].reference {
+            assert!((reference.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        }
+        let out = p.output.as_ref().expect("classifier profile");
+        assert!((out.class_freq.iter().sum::<f32>() - 1.0).abs() < 1e-4 && out.mean_confidence > 0.3);
+        let st = p.selftest.as_ref().expect("self-test");
+        assert_eq!(r.run_i8(&st.inputs[0]), st.outputs[0], "{m}: self-test output");
+    }
+    // Without calibration data: a self-test, no input bins.
+    let c = compile_file("onnx/ad_int8_from_tflite.onnx", &Options::default());
+    let r = Runner::new(&c.package);
+    let section = r.model().section(edgefleet_runtime::SectionKind::ReferenceProfile as u16).map(<[u8]>::to_vec);
+    let p = ReferenceProfile::from_bytes(&section.expect("profile section")).expect("parses");
+    assert!(p.inputs.is_empty() && p.output.is_none() && p.selftest.is_some());
+}
