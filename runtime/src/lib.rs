@@ -55,6 +55,47 @@ macro_rules! include_package {
     }};
 }
 
+/// A package validated once and owned: for hosts (agents, apps, FFI) that
+/// keep a model loaded and run it many times. [`OwnedModel::model`] returns
+/// the validated view again without re-validating, since nothing can change
+/// the bytes it owns.
+#[cfg(feature = "alloc")]
+#[derive(Clone)]
+pub struct OwnedModel {
+    bytes: AlignedBytes,
+    layout: model::Layout,
+}
+
+#[cfg(feature = "alloc")]
+impl OwnedModel {
+    /// Copies `bytes` into an aligned buffer and validates them.
+    ///
+    /// # Errors
+    /// As [`Model::load`].
+    pub fn load(bytes: &[u8]) -> Result<OwnedModel, LoadError> {
+        let bytes = AlignedBytes::from_slice(bytes);
+        let layout = Model::load(&bytes)?.layout();
+        Ok(OwnedModel { bytes, layout })
+    }
+
+    /// The validated model.
+    pub fn model(&self) -> Model<'_> {
+        Model::from_layout(&self.bytes, &self.layout)
+    }
+
+    /// The package bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl core::fmt::Debug for OwnedModel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "OwnedModel({} bytes, arena {})", self.bytes.len(), self.model().arena_size())
+    }
+}
+
 /// An owned, 16-byte-aligned copy of a package, for hosts that read packages
 /// from files or the network.
 #[cfg(feature = "alloc")]

@@ -159,6 +159,23 @@ fn str_at(strings: &[u8], off: u32, len: u32) -> Result<&str, &'static str> {
     core::str::from_utf8(bytes).map_err(|_| "string is not UTF-8")
 }
 
+/// Offsets of a validated package's parts (see [`Model::layout`]).
+#[cfg(feature = "alloc")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    version: (u16, u16),
+    arena_size: usize,
+    sections: (usize, usize),
+    tensors: (usize, usize),
+    ops: (usize, usize),
+    io: (usize, usize),
+    n_inputs: usize,
+    n_outputs: usize,
+    strings: (usize, usize),
+    consts: (usize, usize),
+    labels: (usize, usize),
+}
+
 /// A validated package, borrowed from the bytes it was loaded from.
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'p> {
@@ -334,6 +351,50 @@ impl<'p> Model<'p> {
         }
         model.check_plan()?;
         Ok(model)
+    }
+
+    /// Where each part of the package lies, to rebuild this view of the
+    /// same bytes later without validating them again.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn layout(&self) -> Layout {
+        let base = self.bytes.as_ptr() as usize;
+        let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+        Layout {
+            version: self.version,
+            arena_size: self.arena_size,
+            sections: span(self.sections),
+            tensors: span(self.tensors),
+            ops: span(self.ops),
+            io: span(self.io),
+            n_inputs: self.n_inputs,
+            n_outputs: self.n_outputs,
+            strings: span(self.strings),
+            consts: span(self.consts),
+            labels: if self.labels.is_empty() { (0, 0) } else { span(self.labels) },
+        }
+    }
+
+    /// Rebuilds the view of bytes that `layout` was taken from. Only for
+    /// bytes that were validated and have not changed since (an owner that
+    /// never hands out mutable access guarantees it); any mismatch yields an
+    /// empty view rather than a panic.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn from_layout(bytes: &'p [u8], l: &Layout) -> Model<'p> {
+        let get = |(off, len): (usize, usize)| bytes.get(off..off.saturating_add(len)).unwrap_or(&[]);
+        Model {
+            bytes,
+            version: l.version,
+            arena_size: l.arena_size,
+            sections: get(l.sections),
+            tensors: get(l.tensors),
+            ops: get(l.ops),
+            io: get(l.io),
+            n_inputs: l.n_inputs,
+            n_outputs: l.n_outputs,
+            strings: get(l.strings),
+            consts: get(l.consts),
+            labels: get(l.labels),
+        }
     }
 
     /// Format version `(major, minor)`.

@@ -341,3 +341,37 @@ fn wrong_input_or_output_index() {
     interp.set_input_f32(1, &vec![0.0; n]).unwrap();
     assert_eq!(interp.output(1).unwrap().len(), POOL_DIMS.iter().product::<usize>());
 }
+
+/// An owned model hands out the same validated view as `Model::load`, and
+/// runs the same.
+#[test]
+fn owned_model_matches_a_borrowed_one() {
+    for (name, pkg) in crate::common::valid_packages() {
+        let owned = edgefleet_runtime::OwnedModel::load(&pkg).expect("valid package");
+        let borrowed_bytes = edgefleet_runtime::AlignedBytes::from_slice(&pkg);
+        let borrowed = edgefleet_runtime::Model::load(&borrowed_bytes).expect("valid package");
+        let m = owned.model();
+        assert_eq!(
+            (m.arena_size(), m.op_count(), m.tensor_count()),
+            (borrowed.arena_size(), borrowed.op_count(), borrowed.tensor_count()),
+            "{name}"
+        );
+        for i in 0..m.tensor_count() as u16 {
+            assert_eq!(m.tensor(i), borrowed.tensor(i), "{name} tensor {i}");
+        }
+        let run = |model: &edgefleet_runtime::Model<'_>| {
+            let mut arena = vec![0u8; model.arena_size()];
+            let mut it = edgefleet_runtime::Interpreter::new(model, &mut arena).expect("arena");
+            for k in 0..model.input_count() {
+                it.input_mut(k)
+                    .expect("input")
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v = (j as i8).wrapping_mul(3));
+            }
+            it.invoke().expect("runs");
+            (0..model.output_count()).map(|k| it.output(k).expect("output").to_vec()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(&m), run(&borrowed), "{name}");
+    }
+}
