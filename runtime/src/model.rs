@@ -226,7 +226,7 @@ impl<'p> Model<'p> {
             return Err(LoadError::Misaligned);
         }
         let stored = rd_u32(bytes, header::CRC32);
-        let computed = crc32fast::hash(&bytes[format::CRC_START..]);
+        let computed = format::crc32(&bytes[format::CRC_START..]);
         if stored != computed {
             return Err(LoadError::ChecksumMismatch { stored, computed });
         }
@@ -549,10 +549,11 @@ impl<'p> Model<'p> {
             return Err(bad("byte size does not match shape and dtype"));
         }
         let offset = r.offset as usize;
-        let end = offset.checked_add(size).ok_or(bad("offset overflows"))?;
+        // In u64: on 32-bit targets offset + size may not fit a usize.
+        let end = r.offset as u64 + r.size as u64;
         let storage = match r.storage {
             0 => {
-                if end > self.arena_size {
+                if end > self.arena_size as u64 {
                     return Err(bad("extends past the arena"));
                 }
                 if dtype != DType::I8 {
@@ -561,7 +562,7 @@ impl<'p> Model<'p> {
                 Storage::Arena
             }
             1 => {
-                if end > self.consts.len() {
+                if end > self.consts.len() as u64 {
                     return Err(bad("extends past the constant section"));
                 }
                 if !offset.is_multiple_of(dtype.size()) {

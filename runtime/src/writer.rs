@@ -163,7 +163,7 @@ impl PackageBuilder {
 /// structural checks behind the checksum after mutating bytes).
 pub fn reseal(package: &mut [u8]) {
     if package.len() >= HEADER_SIZE {
-        let crc = crc32fast::hash(&package[format::CRC_START..]);
+        let crc = format::crc32(&package[format::CRC_START..]);
         wr_u32(package, header::CRC32, crc);
     }
 }

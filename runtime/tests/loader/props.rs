@@ -263,7 +263,7 @@ fn apply(bytes: &mut Vec<u8>, layout: &[(u16, Range<usize>)], m: &Mutation) {
             let v = get_u32(bytes, from.index(len - 3));
             put(bytes, to.index(len - 3), v, 4);
         }
-        Mutation::Truncate { keep } => bytes.truncate(keep.index(len)),
+        Mutation::Truncate { keep } if len > 0 => bytes.truncate(keep.index(len)),
         Mutation::Extend { bytes: extra } => bytes.extend_from_slice(extra),
         Mutation::FixFileSize if len >= 20 => set_u32(bytes, header::FILE_SIZE, len as u32),
         _ => {}
