@@ -64,5 +64,5 @@ pub use root::{DeviceContext, RoleKeys, Root, TrustStore};
 pub use signed::{Kind, Signed, Tally};
 pub use uplink::{
     AccuracyStats, DeviceInfo, Event, Health, LatencyStats, ModelRef, Payload, Platform, ShadowStats, Telemetry,
-    Uplink, latency_bucket, latency_bucket_upper,
+    Uplink, UplinkAck, latency_bucket, latency_bucket_upper,
 };

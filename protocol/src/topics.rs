@@ -8,6 +8,7 @@
 //! | `ef/v1/d/{device}/chunk/req` | device → server | [`crate::ChunkRequest`] |
 //! | `ef/v1/d/{device}/chunk/resp` | server → device | [`crate::ChunkResponse`] |
 //! | `ef/v1/d/{device}/up` | device → server, QoS 1 | [`crate::Signed`] uplink |
+//! | `ef/v1/d/{device}/ack` | server → device, QoS 1 | [`crate::UplinkAck`] |
 //!
 //! Payloads are postcard. Device and group ids are 1–64 characters of
 //! `[A-Za-z0-9._-]`, so they can never contain MQTT separators or wildcards.
@@ -53,6 +54,11 @@ pub fn uplink(device: &str) -> String {
     format!("{PREFIX}/d/{device}/up")
 }
 
+/// The server's acknowledgements of a device's uplinks.
+pub fn uplink_ack(device: &str) -> String {
+    format!("{PREFIX}/d/{device}/ack")
+}
+
 /// Subscription filter for every device's chunk requests.
 pub const ALL_CHUNK_REQUESTS: &str = "ef/v1/d/+/chunk/req";
 /// Subscription filter for every device's uplink.
@@ -73,6 +79,8 @@ pub enum Topic<'a> {
     ChunkResponse(&'a str),
     /// A device's uplink.
     Uplink(&'a str),
+    /// The server's acknowledgements to a device.
+    UplinkAck(&'a str),
 }
 
 /// Parses a topic of this layout.
@@ -94,6 +102,7 @@ pub fn parse(topic: &str) -> Option<Topic<'_>> {
         ("d", "chunk/req") => Some(Topic::ChunkRequest(id)),
         ("d", "chunk/resp") => Some(Topic::ChunkResponse(id)),
         ("d", "up") => Some(Topic::Uplink(id)),
+        ("d", "ack") => Some(Topic::UplinkAck(id)),
         _ => None,
     }
 }

@@ -4,8 +4,12 @@
 //! Every uplink carries a per-device sequence number (the server
 //! deduplicates QoS-1 redeliveries and spooled resends on it) and is signed
 //! by the device key ([`crate::Kind::Uplink`]), so identity does not rest
-//! on the broker. Raw inputs are never sent.
+//! on the broker. A device keeps each uplink on disk until the *server*
+//! acknowledges it ([`UplinkAck`]): a broker's acknowledgement only says the
+//! broker has it, and a broker restart or a server outage would lose what it
+//! had not delivered yet. Raw inputs are never sent.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -121,7 +125,7 @@ impl LatencyStats {
         }
         all.sort_unstable();
         let total = self.count + other.count;
-        let mean = if total == 0 { 0 } else { (self.mean_us * self.count + other.mean_us * other.count) / total };
+        let mean = (self.mean_us * self.count + other.mean_us * other.count).checked_div(total).unwrap_or(0);
         *self = LatencyStats {
             count: total,
             max_us: self.max_us.max(other.max_us),
@@ -294,8 +298,8 @@ pub enum Event {
 pub enum Payload {
     /// Inventory.
     Hello(DeviceInfo),
-    /// Telemetry window.
-    Telemetry(Telemetry),
+    /// Telemetry window (boxed: much larger than the other payloads).
+    Telemetry(Box<Telemetry>),
     /// Event.
     Event(Event),
 }
@@ -311,4 +315,11 @@ pub struct Uplink {
     pub time_ms: u64,
     /// What it says.
     pub payload: Payload,
+}
+
+/// The server stored these uplinks: the device may forget them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkAck {
+    /// Sequence numbers received (duplicates included).
+    pub seqs: Vec<u64>,
 }
