@@ -1,0 +1,8 @@
+//! The agent as a real process against a real MQTT broker (embedded rumqttd,
+//! or Debian's mosquitto), real signatures, real packages compiled from the
+//! MLPerf Tiny models, real files and fsync. One test binary.
+
+mod crash;
+mod drift;
+mod support;
+mod updates;
