@@ -1,7 +1,6 @@
 //! `edgefleet`, the host tool: compile ONNX models into int8 packages,
 //! inspect them, run them on `.npy` inputs and benchmark them.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +15,7 @@ macro_rules! outln {
 }
 
 mod cmd;
+mod npy;
 
 /// edgefleet: a tiny int8 inference runtime and the tools around it.
 ///
@@ -29,7 +29,7 @@ mod cmd;
 ///
 ///   edgefleet bench model.efm
 #[derive(Parser, Debug)]
-#[command(name = "edgefleet", version, about, long_about, propagate_version = true, arg_required_else_help = true)]
+#[command(name = "edgefleet", version, about, long_about, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,6 +50,7 @@ enum Command {
     ///
     ///   edgefleet compile vww_fp32.onnx --calibration vww_calib_u8.npy --calibration-scale 0.00392156862745098 -o vww.efm
     #[command(verbatim_doc_comment)]
+    #[cfg(feature = "compiler")]
     Compile(cmd::compile::Args),
     /// Show what a package holds: inputs, outputs, ops, memory, metadata.
     Inspect(cmd::inspect::Args),
@@ -60,15 +61,34 @@ enum Command {
     Run(cmd::run::Args),
     /// Measure inference latency: warm-up, then N timed runs; median, p90, p99.
     Bench(cmd::bench::Args),
+    /// Manage signing keys and the root of trust.
+    #[command(subcommand)]
+    Keys(cmd::keys::Keys),
+    /// Sign an update manifest for a package (length, SHA-256, hardware, counter, expiry).
+    ///
+    /// Example: edgefleet sign kws.efm --key release.key --hardware rpi4 --counter 2 --version 2.0
+    #[command(verbatim_doc_comment)]
+    Sign(cmd::sign::SignArgs),
+    /// Verify a manifest (and optionally its package) as a device would.
+    Verify(cmd::sign::VerifyArgs),
+    /// Run the device agent (the same daemon as the lean `edgefleet-agent` binary).
+    #[cfg(feature = "agent")]
+    Agent(cmd::agent::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        #[cfg(feature = "compiler")]
         Command::Compile(a) => cmd::compile::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Keys(k) => cmd::keys::run(k),
+        Command::Sign(a) => cmd::sign::sign(a),
+        Command::Verify(a) => cmd::sign::verify(a),
+        #[cfg(feature = "agent")]
+        Command::Agent(a) => cmd::agent::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +107,16 @@ fn main() -> ExitCode {
 }
 
 /// Default output path: the input with another extension.
-pub(crate) fn with_extension(p: &std::path::Path, ext: &str) -> PathBuf {
+#[cfg(feature = "compiler")]
+pub(crate) fn with_extension(p: &std::path::Path, ext: &str) -> std::path::PathBuf {
     p.with_extension(ext)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -148,3 +148,85 @@ fn help_teaches() {
         assert!(top.contains(cmd), "--help lacks {cmd}");
     }
 }
+
+#[test]
+fn keys_sign_verify() {
+    let dir = tmp("keys");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let d = |f: &str| dir.join(f);
+    for name in ["root", "release", "other"] {
+        let out = ok(&["keys", "generate", name, "--dir", s(&dir)]);
+        assert!(out.contains(&format!("{name}.key")), "{out}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(d("root.key")).expect("key").permissions().mode() & 0o777, 0o600);
+    }
+    let again = fails(&["keys", "generate", "root", "--dir", s(&dir)]);
+    assert!(again.contains("refusing to overwrite"), "{again}");
+    ok(&[
+        "keys",
+        "root",
+        "--root-key",
+        s(&d("root.key")),
+        "--release-key",
+        s(&d("release.pub")),
+        "-o",
+        s(&d("root.signed")),
+    ]);
+
+    let pkg = d("kws.efm");
+    ok(&["compile", s(&data("onnx/kws_int8_from_tflite.onnx")), "-o", s(&pkg)]);
+    let out = ok(&[
+        "sign",
+        s(&pkg),
+        "--key",
+        s(&d("release.key")),
+        "--hardware",
+        "rpi4",
+        "--counter",
+        "2",
+        "--version",
+        "2.0",
+    ]);
+    assert!(out.contains("kws 2.0 (counter 2"), "{out}");
+    let manifest = d("kws.manifest");
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "verify",
+        s(&manifest),
+        "--root",
+        s(&d("root.signed")),
+        "--package",
+        s(&pkg),
+        "--json",
+    ]))
+    .expect("verify --json");
+    assert_eq!((json["verified"].as_bool(), json["package_ok"].as_bool()), (Some(true), Some(true)));
+
+    // What a device would refuse, the tool refuses with the device's reason.
+    let e = fails(&["verify", s(&manifest), "--root", s(&d("root.signed")), "--installed-counter", "2"]);
+    assert!(e.contains("rollback"), "{e}");
+    let e = fails(&["verify", s(&manifest), "--root", s(&d("root.signed")), "--hardware", "stm32"]);
+    assert!(e.contains("hardware"), "{e}");
+    ok(&[
+        "sign",
+        s(&pkg),
+        "--key",
+        s(&d("other.key")),
+        "--hardware",
+        "rpi4",
+        "--counter",
+        "3",
+        "-o",
+        s(&d("rogue.manifest")),
+    ]);
+    let e = fails(&["verify", s(&d("rogue.manifest")), "--root", s(&d("root.signed"))]);
+    assert!(e.contains("does not authorize"), "{e}");
+    let mut bytes = std::fs::read(&pkg).expect("pkg");
+    bytes[100] ^= 1;
+    std::fs::write(d("tampered.efm"), &bytes).expect("write");
+    let e = fails(&["verify", s(&manifest), "--root", s(&d("root.signed")), "--package", s(&d("tampered.efm"))]);
+    assert!(e.contains("SHA-256"), "{e}");
+}

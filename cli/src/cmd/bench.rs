@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use edgefleet_compiler::tensor::Data;
 use edgefleet_runtime::Interpreter;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::{load, read_package, thousands};
+use crate::npy::{self, Values};
 
 /// Arguments of `edgefleet bench`.
 #[derive(clap::Args, Debug)]
@@ -62,13 +62,13 @@ pub fn run(a: Args) -> Result<()> {
         .collect();
     let mut it = Interpreter::new(&model, &mut arena)?;
     let given = match &a.input {
-        Some(p) => Some(edgefleet_compiler::npy::read(p)?),
+        Some(p) => Some(npy::read(p)?),
         None => None,
     };
     let fill = |it: &mut Interpreter| -> Result<()> {
         match &given {
-            Some(t) => match &t.data {
-                Data::I8(v) => {
+            Some(t) => match &t.values {
+                Values::I8(v) => {
                     let buf = it.input_mut(0)?;
                     let n = buf.len();
                     buf.copy_from_slice(
@@ -76,8 +76,7 @@ pub fn run(a: Args) -> Result<()> {
                             .ok_or_else(|| anyhow::anyhow!("the input has {} values, the model needs {n}", v.len()))?,
                     )
                 }
-                _ => {
-                    let f = t.to_f32();
+                Values::F32(f) => {
                     let n = it.input_mut(0)?.len();
                     it.set_input_f32(
                         0,

@@ -1,9 +1,14 @@
 //! One module per subcommand, plus what they share.
 
+#[cfg(feature = "agent")]
+pub mod agent;
 pub mod bench;
+#[cfg(feature = "compiler")]
 pub mod compile;
 pub mod inspect;
+pub mod keys;
 pub mod run;
+pub mod sign;
 
 use std::path::Path;
 

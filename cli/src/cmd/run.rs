@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use edgefleet_compiler::tensor::Data;
 use edgefleet_runtime::Interpreter;
 use serde_json::json;
 
 use super::{load, read_package, shape_str};
+use crate::npy::{self, Values};
 
 /// Output element type.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
     let output = model.output(0).context("output 0")?;
     let n_in = input.tensor.shape.elements();
     let n_out = output.tensor.shape.elements();
-    let x = edgefleet_compiler::npy::read(&a.input)?;
+    let x = npy::read(&a.input)?;
     if x.is_empty() || x.len() % n_in != 0 {
         bail!(
             "{}: {} values of shape {:?} do not split into samples of {n_in} values (input {} is {})",
@@ -69,18 +69,17 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let samples = x.len() / n_in;
-    let int8_in = matches!(x.data, Data::I8(_));
+    let int8_in = matches!(x.values, Values::I8(_));
     let out_type = a.output_type.unwrap_or(if int8_in { OutputType::Int8 } else { OutputType::Float });
 
     let mut arena = vec![0u8; model.arena_size()];
     let mut out_i8: Vec<i8> = Vec::with_capacity(samples * n_out);
     let mut out_f32: Vec<f32> = Vec::with_capacity(samples * n_out);
-    let floats = if int8_in { Vec::new() } else { x.to_f32() };
     for s in 0..samples {
         let mut it = Interpreter::new(&model, &mut arena)?;
-        match &x.data {
-            Data::I8(v) => it.input_mut(0)?.copy_from_slice(&v[s * n_in..(s + 1) * n_in]),
-            _ => it.set_input_f32(0, &floats[s * n_in..(s + 1) * n_in])?,
+        match &x.values {
+            Values::I8(v) => it.input_mut(0)?.copy_from_slice(&v[s * n_in..(s + 1) * n_in]),
+            Values::F32(v) => it.set_input_f32(0, &v[s * n_in..(s + 1) * n_in])?,
         }
         it.invoke()?;
         out_i8.extend_from_slice(it.output(0)?);
@@ -107,8 +106,8 @@ pub fn run(a: Args) -> Result<()> {
         let mut shape = vec![samples];
         shape.extend_from_slice(output.tensor.shape.dims());
         match out_type {
-            OutputType::Int8 => edgefleet_compiler::npy::write_i8(path, &shape, &out_i8)?,
-            OutputType::Float => edgefleet_compiler::npy::write_f32(path, &shape, &out_f32)?,
+            OutputType::Int8 => npy::write_i8(path, &shape, &out_i8)?,
+            OutputType::Float => npy::write_f32(path, &shape, &out_f32)?,
         }
     }
     if a.json {
