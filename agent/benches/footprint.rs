@@ -1,7 +1,7 @@
 //! Agent footprint: resident memory of the real `edgefleet-agent` process
-//! with the KWS model installed, telemetry on (1 s interval), after serving
-//! a burst of inferences over its local API, over a real MQTT broker
-//! (embedded rumqttd). Run: `cargo bench -p edgefleet-agent --bench footprint`
+//! with the KWS model installed (`edgefleet-agent --install`), telemetry on
+//! (1 s interval) to a real MQTT broker (embedded rumqttd), after serving a
+//! burst of inferences over its local API. Run: `cargo bench -p edgefleet-agent --bench footprint`
 //! (builds the agent in release). Prints VmRSS and VmHWM from /proc.
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgefleet_compiler::{CalibrationSet, Options};
-use edgefleet_protocol::{Kind, Manifest, Mode, RoleKeys, Root, SecretKey, Signed, topics};
+use edgefleet_protocol::{Kind, Manifest, Mode, RoleKeys, Root, SecretKey, Signed};
 
 fn http(addr: &str, body: &str) -> u16 {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -102,59 +102,44 @@ fn main() {
         ),
     )
     .expect("config");
+    // Provision the model from files, through the same checks as an update.
+    let m = Manifest {
+        model_id: "kws".into(),
+        version: "1".into(),
+        release_counter: 1,
+        package_len: pkg.len() as u64,
+        package_sha256: edgefleet_protocol::sha256(&pkg),
+        hardware_ids: vec!["hw".into()],
+        expires: now + 3600,
+        rollout_id: String::new(),
+        reference_profile_sha256: [0; 32],
+        mode: Mode::Live,
+    };
+    std::fs::write(dir.join("kws.efm"), &pkg).expect("package");
+    std::fs::write(
+        dir.join("kws.manifest"),
+        Signed::sign(Kind::Manifest, &m, &[&release]).expect("sign").to_bytes().expect("bytes"),
+    )
+    .expect("manifest");
+    let status = Command::new(env!("CARGO_BIN_EXE_edgefleet-agent"))
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .arg("--install")
+        .arg(dir.join("kws.efm"))
+        .arg("--manifest")
+        .arg(dir.join("kws.manifest"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("install");
+    assert!(status.success(), "provisioning failed");
     let mut agent = Command::new(env!("CARGO_BIN_EXE_edgefleet-agent"))
         .arg("--config")
         .arg(dir.join("agent.toml"))
         .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("agent");
-
-    // Publish the manifest and serve the chunks.
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let (client, mut ev) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("srv", "127.0.0.1", port), 64);
-        client.subscribe(topics::ALL_CHUNK_REQUESTS, rumqttc::QoS::AtMostOnce).await.expect("sub");
-        let m = Manifest {
-            model_id: "kws".into(),
-            version: "1".into(),
-            release_counter: 1,
-            package_len: pkg.len() as u64,
-            package_sha256: edgefleet_protocol::sha256(&pkg),
-            hardware_ids: vec!["hw".into()],
-            expires: now + 3600,
-            rollout_id: String::new(),
-            reference_profile_sha256: [0; 32],
-            mode: Mode::Live,
-        };
-        let signed = Signed::sign(Kind::Manifest, &m, &[&release]).expect("sign").to_bytes().expect("bytes");
-        client.publish(topics::device_manifest("bench"), rumqttc::QoS::AtLeastOnce, true, signed).await.expect("pub");
-        let sha = m.package_sha256;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) =
-                tokio::time::timeout(Duration::from_millis(200), ev.poll()).await
-                && let Ok(req) = postcard::from_bytes::<edgefleet_protocol::ChunkRequest>(&p.payload)
-            {
-                let resp = edgefleet_protocol::chunks::serve(&pkg, &sha, &req);
-                let last = (req.index as u64 + 1) * req.chunk_size as u64 >= pkg.len() as u64;
-                client
-                    .publish(
-                        topics::chunk_response("bench"),
-                        rumqttc::QoS::AtMostOnce,
-                        false,
-                        postcard::to_allocvec(&resp).expect("enc"),
-                    )
-                    .await
-                    .expect("pub");
-                if last {
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        drop(ev);
-    });
     let addr = loop {
         if let Ok(a) = std::fs::read_to_string(dir.join("state/api.addr")) {
             break a;

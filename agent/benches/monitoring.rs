@@ -51,6 +51,26 @@ fn bench(c: &mut Criterion) {
             engine.infer(&inputs[j]).expect("runs")
         })
     });
+    // The monitor alone, on the same inputs: latency, sketch, prediction, label memory.
+    let profile = edgefleet_protocol::profile::ReferenceProfile::from_bytes(
+        edgefleet_runtime::OwnedModel::load(&pkg)
+            .expect("loads")
+            .model()
+            .section(edgefleet_runtime::SectionKind::ReferenceProfile as u16)
+            .expect("profile"),
+    )
+    .expect("parses");
+    let quantized: Vec<Vec<i8>> = inputs.iter().map(|x| bare.run(x).expect("runs").input).collect();
+    let probs = vec![0.05f32; 12];
+    let mut monitor = edgefleet_agent::monitor::Monitor::new(Some(profile), 12, 20, 0);
+    let (mut k, mut id) = (0, 0u64);
+    g.bench_function("monitor_record_only", |b| {
+        b.iter(|| {
+            k = (k + 1) % quantized.len();
+            id += 1;
+            monitor.record(id, &[&quantized[k]], Some(&probs), 3000 + k as u64);
+        })
+    });
     g.finish();
 }
 

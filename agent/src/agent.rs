@@ -113,12 +113,7 @@ impl Uplinker {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let started = Instant::now();
     let store = Store::open(&cfg.state_dir)?;
-    let pinned = match store.trusted_root() {
-        Some(b) => b,
-        None => std::fs::read(&cfg.root_of_trust)
-            .with_context(|| format!("reading the root of trust {}", cfg.root_of_trust.display()))?,
-    };
-    let trust = TrustStore::from_pinned(Signed::from_bytes(&pinned)?).map_err(|e| anyhow!("root of trust: {e}"))?;
+    let trust = load_trust(&store, &cfg)?;
     let key = store.device_key()?;
     info!(device = %cfg.device_id, key = %key.public().id(), root_version = trust.root().version, "agent starting");
 
@@ -173,13 +168,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     }
     startup_events.push(Event::Started { live: lock(&engine)?.live().cloned(), recovered });
 
-    let failed: Vec<[u8; 32]> = boot.failed.iter().filter_map(|h| edgefleet_protocol::parse_hex32(h)).collect();
-    let installed = Installed {
-        counter: boot.installed_counter,
-        live: boot.active.as_ref().map(|a| a.model.package_sha256),
-        shadow: boot.shadow.as_ref().map(|a| a.model.package_sha256),
-        failed,
-    };
+    let installed = installed_from(&boot);
     let mut machine = Machine::new(trust, cfg.hardware_id.clone(), installed, cfg.update.chunk_size);
 
     // Local API.
@@ -373,6 +362,106 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let _ = api.await;
     info!("stopped");
     Ok(())
+}
+
+/// The saved (rotated) root, else the pinned one from the configuration.
+fn load_trust(store: &Store, cfg: &Config) -> Result<TrustStore> {
+    let pinned = match store.trusted_root() {
+        Some(b) => b,
+        None => std::fs::read(&cfg.root_of_trust)
+            .with_context(|| format!("reading the root of trust {}", cfg.root_of_trust.display()))?,
+    };
+    TrustStore::from_pinned(Signed::from_bytes(&pinned)?).map_err(|e| anyhow!("root of trust: {e}"))
+}
+
+fn installed_from(boot: &BootState) -> Installed {
+    Installed {
+        counter: boot.installed_counter,
+        live: boot.active.as_ref().map(|a| a.model.package_sha256),
+        shadow: boot.shadow.as_ref().map(|a| a.model.package_sha256),
+        failed: boot.failed.iter().filter_map(|h| edgefleet_protocol::parse_hex32(h)).collect(),
+    }
+}
+
+/// Installs a package from local files (factory provisioning, or an update
+/// carried on a USB stick) through exactly the path an over-the-air update
+/// takes: the manifest is verified against the root of trust, the package
+/// streamed through the same checks, written to the inactive slot, swapped,
+/// health-checked, committed or rolled back. Returns what happened.
+///
+/// # Errors
+/// The update is rejected (the reason is the device's), or the state
+/// directory needs a normal start first (an interrupted health check).
+pub fn install_local(cfg: &Config, package: &[u8], manifest: &[u8]) -> Result<Event> {
+    let store = Store::open(&cfg.state_dir)?;
+    let trust = load_trust(&store, cfg)?;
+    let boot = store.boot()?;
+    if boot.trial {
+        anyhow::bail!("an earlier health check was interrupted: start the agent once to roll back first");
+    }
+    let engine = Mutex::new(Engine::new(cfg.telemetry.min_drift_inferences, now_ms()));
+    let mut machine = Machine::new(trust, cfg.hardware_id.clone(), installed_from(&boot), cfg.update.chunk_size);
+    let mut queue: std::collections::VecDeque<Action> =
+        machine.handle(Input::Manifest { bytes: manifest.to_vec(), now: unix_now() }).into();
+    let mut outcome = None;
+    while let Some(a) = queue.pop_front() {
+        let next = match a {
+            Action::StartDownload { manifest, chunk_size } => {
+                store.start_download(&DownloadRecord { manifest, chunk_size })?;
+                Vec::new()
+            }
+            Action::RequestChunk(req) => {
+                // The bytes of the file, whatever the manifest says: the machine checks them.
+                let start = (req.index as usize).saturating_mul(req.chunk_size as usize).min(package.len());
+                let end = start.saturating_add(req.chunk_size as usize).min(package.len());
+                let data = package[start..end].to_vec();
+                let status = if data.is_empty() {
+                    edgefleet_protocol::ChunkStatus::BadRequest
+                } else {
+                    edgefleet_protocol::ChunkStatus::Ok
+                };
+                machine.handle(Input::Chunk(ChunkResponse {
+                    package_sha256: req.package_sha256,
+                    index: req.index,
+                    status,
+                    data,
+                }))
+            }
+            Action::AppendChunk(bytes) => {
+                store.append_chunk(&bytes)?;
+                Vec::new()
+            }
+            Action::Install { manifest, signed } => {
+                let budget = cfg.update.latency_budget_ms * 1000;
+                let (events, result) = install(&store, &engine, &manifest, signed, budget)?;
+                outcome = events.into_iter().next();
+                machine.handle(Input::Installed { result, now: unix_now() })
+            }
+            Action::DiscardDownload => {
+                store.clear_download()?;
+                Vec::new()
+            }
+            Action::Report(e @ Event::UpdateRejected { .. }) => {
+                let Event::UpdateRejected { reason, .. } = &e else { unreachable!() };
+                anyhow::bail!("update rejected: {reason}");
+            }
+            Action::Report(_) | Action::SaveRoot(_) => Vec::new(),
+            Action::Adopt { manifest, signed } => {
+                let mut boot = store.boot()?;
+                let previous = boot.active.as_ref().map(|a| a.model.clone());
+                if let Some(active) = boot.active.as_mut() {
+                    active.model = model_ref(&manifest);
+                    active.manifest = signed;
+                }
+                boot.installed_counter = manifest.release_counter;
+                store.write_boot(&boot)?;
+                outcome = Some(Event::Installed { model: model_ref(&manifest), previous, selftest_us: 0 });
+                Vec::new()
+            }
+        };
+        queue.extend(next);
+    }
+    outcome.context("nothing to install: this package is already live")
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {

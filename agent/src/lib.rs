@@ -31,7 +31,7 @@ pub mod store;
 mod tls;
 pub mod update;
 
-pub use agent::{rss_bytes, run};
+pub use agent::{install_local, rss_bytes, run};
 pub use config::Config;
 
 /// Logging setup shared by the binaries.

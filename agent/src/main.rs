@@ -22,6 +22,14 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Install this package from a file (factory provisioning, or an update
+    /// carried by hand) instead of running: verified exactly as an
+    /// over-the-air update, against --manifest. Then exit.
+    #[arg(long, value_name = "PACKAGE", requires = "manifest")]
+    install: Option<PathBuf>,
+    /// The signed manifest for --install.
+    #[arg(long, value_name = "MANIFEST", requires = "install")]
+    manifest: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -34,6 +42,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let (Some(pkg), Some(manifest)) = (&args.install, &args.manifest) {
+        let result = std::fs::read(pkg)
+            .and_then(|p| Ok((p, std::fs::read(manifest)?)))
+            .map_err(anyhow::Error::from)
+            .and_then(|(p, m)| edgefleet_agent::install_local(&cfg, &p, &m));
+        return match result {
+            Ok(event) => {
+                println!("{event:?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match edgefleet_agent::block_on_until_signal(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

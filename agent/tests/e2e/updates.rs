@@ -242,3 +242,43 @@ async fn telemetry_is_spooled_while_offline_and_delivered_later() {
     // Everything from the offline period arrived: sequence numbers have no gaps after the first seen.
     assert!(uniq.windows(2).all(|w| w[1] == w[0] + 1), "gap in sequence numbers: {uniq:?}");
 }
+
+/// Factory provisioning from files: `edgefleet-agent --install` takes the same
+/// verified path as an update; a manifest it would reject over the air is
+/// rejected here too, with the same reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_from_files() {
+    let broker = rumqttd();
+    let keys = keys();
+    let (v1, _) = kws_packages();
+    let dir = tempdir("install");
+    let mut agent = AgentProc::spawn(&dir, "board-factory", broker.port, &keys.root_signed, 60_000);
+    agent.kill9();
+    std::fs::write(dir.join("kws.efm"), v1).expect("package");
+    let install = |manifest: Vec<u8>| {
+        std::fs::write(dir.join("kws.manifest"), manifest).expect("manifest");
+        std::process::Command::new(env!("CARGO_BIN_EXE_edgefleet-agent"))
+            .arg("--config")
+            .arg(dir.join("agent.toml"))
+            .arg("--install")
+            .arg(dir.join("kws.efm"))
+            .arg("--manifest")
+            .arg(dir.join("kws.manifest"))
+            .output()
+            .expect("runs")
+    };
+    let rogue = install(sign(&manifest(v1, "1.0", 1), &keys.rogue));
+    assert!(!rogue.status.success());
+    assert!(
+        String::from_utf8_lossy(&rogue.stderr).contains("does not authorize"),
+        "{}",
+        String::from_utf8_lossy(&rogue.stderr)
+    );
+    let ok = install(sign(&manifest(v1, "1.0", 1), &keys.release));
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("Installed"));
+    agent.start();
+    let api = agent.api();
+    assert_eq!(live_version(&api).as_deref(), Some("1.0"));
+    assert_eq!(infer(&api, &kws_real_input())["label"], "on");
+}
