@@ -5,4 +5,6 @@
 mod crash;
 mod drift;
 mod support;
+#[cfg(feature = "tls")]
+mod tls;
 mod updates;

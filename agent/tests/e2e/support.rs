@@ -88,16 +88,17 @@ pub fn mosquitto() -> Broker {
 
 /// mosquitto on a given port (to bring a broker back at the same address).
 pub fn mosquitto_on(port: u16) -> Broker {
+    mosquitto_with(port, &format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+}
+
+/// mosquitto with a configuration (listeners and all); `port` is waited for.
+pub fn mosquitto_with(port: u16, config: &str) -> Broker {
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| Path::new(p).exists()).unwrap_or_else(
         || panic!("mosquitto is not installed: `apt-get install mosquitto` (scripts/test-all and .ci/run install it)"),
     );
     let dir = tempdir("mosquitto");
     let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 1048576\n"),
-    )
-    .expect("conf");
+    std::fs::write(&conf, format!("message_size_limit 1048576\n{config}")).expect("conf");
     let child = Command::new(bin)
         .arg("-c")
         .arg(&conf)
@@ -343,11 +344,24 @@ impl AgentProc {
 
     /// As `spawn`, with extra `[update]` settings.
     pub fn spawn_with(dir: &Path, device: &str, port: u16, root: &[u8], telemetry_ms: u64, update: &str) -> AgentProc {
+        Self::spawn_full(dir, device, port, root, telemetry_ms, update, "host = \"127.0.0.1\"")
+    }
+
+    /// As `spawn_with`, with the `[mqtt]` settings besides the port (host, tls...).
+    pub fn spawn_full(
+        dir: &Path,
+        device: &str,
+        port: u16,
+        root: &[u8],
+        telemetry_ms: u64,
+        update: &str,
+        mqtt: &str,
+    ) -> AgentProc {
         std::fs::create_dir_all(dir).expect("dir");
         std::fs::write(dir.join("root.signed"), root).expect("root");
         let conf = format!(
             "device_id = \"{device}\"\nhardware_id = \"test-board\"\nplatform = \"linux\"\nstate_dir = \"{}\"\nroot_of_trust = \"{}\"\n\
-             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             [mqtt]\n{mqtt}\nport = {port}\n[api]\nlisten = \"127.0.0.1:0\"\n\
              [telemetry]\ninterval_ms = {telemetry_ms}\nmin_drift_inferences = 20\nresend_after_ms = 1000\n[update]\nchunk_size = 8192\nchunk_timeout_ms = 500\n{update}\n",
             dir.join("state").display(),
             dir.join("root.signed").display()
