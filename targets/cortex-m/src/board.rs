@@ -1,11 +1,15 @@
-//! The MPS2-AN386 side: a SysTick `DelayNs`, the run count from the
-//! semihosting command line, and stack painting to measure peak stack use.
+//! The MPS2-AN386 side: its hardware id, a SysTick `DelayNs`, the run and
+//! verification counts from the semihosting command line, and stack painting
+//! to measure peak stack use.
 
 use core::ptr::{addr_of, addr_of_mut};
 
 use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use embedded_hal::delay::DelayNs;
+
+/// The hardware id update manifests must name for this board.
+pub const HARDWARE_ID: &str = "mps2-an386";
 
 /// The AN386 FPGA image clocks the Cortex-M4 at 25 MHz.
 const CORE_HZ: u32 = 25_000_000;
@@ -44,9 +48,21 @@ impl DelayNs for SysTickDelay {
     }
 }
 
-/// The last word of the semihosting command line as a run count (QEMU:
-/// `-semihosting-config ...,arg=kws,arg=11`), 1 if absent or not a number.
-pub fn runs_from_command_line() -> u32 {
+/// What the firmware is asked to do, from the semihosting command line
+/// `kws [RUNS [VERIFICATIONS]]` (QEMU: `-semihosting-config
+/// ...,arg=kws,arg=11,arg=1`): inferences to run and times to verify the
+/// update, each 1 if absent or not a positive number. `run.sh` varies them to
+/// count the instructions of one inference and of one verification.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandLine {
+    /// Inferences on the reference frame.
+    pub runs: u32,
+    /// Times the update is verified (the last verdict counts).
+    pub verifications: u32,
+}
+
+/// Reads the [`CommandLine`] from the host.
+pub fn command_line() -> CommandLine {
     let mut buf = [0u8; 64];
     // SYS_GET_CMDLINE takes a two-word block: buffer address and length; the
     // host writes the string and stores its length in the second word.
@@ -55,11 +71,11 @@ pub fn runs_from_command_line() -> u32 {
     // the host writes at most `buf.len()` bytes into.
     let failed =
         unsafe { cortex_m_semihosting::syscall1(cortex_m_semihosting::nr::GET_CMDLINE, block.as_mut_ptr() as usize) };
-    if failed != 0 {
-        return 1;
-    }
-    let line = buf.get(..block[1]).and_then(|b| core::str::from_utf8(b).ok()).unwrap_or("");
-    line.split_ascii_whitespace().last().and_then(|w| w.parse().ok()).filter(|&n| n > 0).unwrap_or(1)
+    let line = if failed == 0 { buf.get(..block[1]).and_then(|b| core::str::from_utf8(b).ok()) } else { None };
+    let mut numbers =
+        line.unwrap_or("").split_ascii_whitespace().skip(1).map(|w| w.parse::<u32>().ok().filter(|&n| n > 0));
+    let mut next = || numbers.next().flatten().unwrap_or(1);
+    CommandLine { runs: next(), verifications: next() }
 }
 
 unsafe extern "C" {

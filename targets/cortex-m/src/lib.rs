@@ -1,9 +1,10 @@
 //! Keyword-spotting firmware logic for Cortex-M, independent of the board:
-//! a [`Spotter`] reads feature frames from a [`FeatureSensor`], waits through
-//! an `embedded_hal::delay::DelayNs` timer when none is ready, runs the
-//! package with the edgefleet runtime in a static arena, and reports the
-//! scores in `heapless` buffers. `main.rs` wires it to QEMU's MPS2-AN386
-//! board; the unit tests run it on the host.
+//! [`verify_update`] checks the package against its signed manifest and the
+//! pinned root of trust; a [`Spotter`] reads feature frames from a
+//! [`FeatureSensor`], waits through an `embedded_hal::delay::DelayNs` timer
+//! when none is ready, runs the package with the edgefleet runtime in a
+//! static arena, and reports the scores in `heapless` buffers. `main.rs`
+//! wires it to QEMU's MPS2-AN386 board; the unit tests run it on the host.
 //!
 //! ```no_run
 //! use edgefleet_firmware::{ReplaySensor, Spotter, kws};
@@ -24,9 +25,11 @@
 
 pub mod sensor;
 pub mod spotter;
+pub mod update;
 
 pub use sensor::{FeatureSensor, ReplaySensor};
 pub use spotter::{Detection, MAX_CLASSES, SpotError, Spotter};
+pub use update::{Check, Rejected, Verified, error_name, verify_update};
 
 /// The package and reference data embedded at build time (see `build.rs`).
 pub mod kws {
@@ -34,4 +37,10 @@ pub mod kws {
 
     /// The package, in flash, 16-byte aligned.
     pub static PACKAGE: &[u8] = edgefleet_runtime::include_package!(concat!(env!("OUT_DIR"), "/model.efm"));
+
+    /// The pinned root of trust (signed root metadata), as provisioned.
+    pub static ROOT_OF_TRUST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/root.signed"));
+
+    /// The package's signed update manifest.
+    pub static MANIFEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/kws.manifest"));
 }

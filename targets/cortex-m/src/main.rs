@@ -1,20 +1,27 @@
 //! KWS firmware for QEMU's MPS2-AN386 board (Cortex-M4F).
 //!
-//! Runs the embedded package on the reference frame N times (N from the
-//! semihosting command line, default 1), prints the output, the arena and
-//! the peak stack over semihosting, and exits with status 0 only if the
-//! output equals TensorFlow Lite Micro's. `run.sh` builds and runs it.
+//! At boot, verifies the embedded update: the signed manifest against the
+//! pinned root of trust (for this board's hardware id, installed counter 0
+//! and the build's "now"), then the package against the manifest. It prints
+//! each verdict; a rejected update is not run (exit status 1). A verified one
+//! runs on the reference frame N times, and the firmware prints the output,
+//! the arena, the heap and the peak stack over semihosting, exiting with
+//! status 0 only if the output equals TensorFlow Lite Micro's. The
+//! semihosting command line is `kws [RUNS [VERIFICATIONS]]` (both default 1).
+//! `run.sh` builds and runs it.
 #![no_std]
 #![no_main]
 
 mod board;
+mod heap;
 
 use core::fmt::Write as _;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use edgefleet_firmware::sensor::ReplayError;
-use edgefleet_firmware::{ReplaySensor, SpotError, Spotter, kws};
+use edgefleet_firmware::{Check, ReplaySensor, SpotError, Spotter, error_name, kws, verify_update};
+use edgefleet_protocol::DeviceContext;
 use edgefleet_runtime::Model;
 use panic_semihosting as _;
 
@@ -24,15 +31,22 @@ fn main() -> ! {
     // over as a `&'static mut`: the arena, in .bss.
     static mut ARENA: [u8; kws::ARENA_SIZE] = [0; kws::ARENA_SIZE];
     board::paint_stack();
-    let status = match run(ARENA) {
-        Ok(true) => debug::EXIT_SUCCESS,
-        Ok(false) => {
-            hprintln!("FAIL: the output differs from the reference");
-            debug::EXIT_FAILURE
-        }
-        Err(e) => {
-            hprintln!("error: {}", e);
-            debug::EXIT_FAILURE
+    heap::init();
+    let command = board::command_line();
+    let status = if !verify(command.verifications) {
+        hprintln!("update rejected: the model is not run");
+        debug::EXIT_FAILURE
+    } else {
+        match run(ARENA, command.runs) {
+            Ok(true) => debug::EXIT_SUCCESS,
+            Ok(false) => {
+                hprintln!("FAIL: the output differs from the reference");
+                debug::EXIT_FAILURE
+            }
+            Err(e) => {
+                hprintln!("error: {}", e);
+                debug::EXIT_FAILURE
+            }
         }
     };
     debug::exit(status);
@@ -41,9 +55,50 @@ fn main() -> ! {
     }
 }
 
+/// Verifies the embedded update `times` times (the last verdict counts) and
+/// prints the verdict of each check; true if the update may run.
+fn verify(times: u32) -> bool {
+    let device = DeviceContext { hardware_id: board::HARDWARE_ID, installed_counter: 0, now: kws::NOW };
+    let check = || verify_update(kws::ROOT_OF_TRUST, kws::MANIFEST, kws::PACKAGE, &device);
+    // Nothing else may depend on `times`: run.sh derives the instructions of
+    // one verification from the difference between two counts. Each one
+    // starts from an empty heap.
+    for _ in 1..times {
+        drop(check());
+    }
+    let verdict = check();
+    hprintln!("device: {}, installed counter {}, now {}", device.hardware_id, device.installed_counter, device.now);
+    for c in Check::ALL {
+        match &verdict {
+            Ok(v) => match c {
+                Check::Root => hprintln!("verify root: ok (version {})", v.root_version),
+                Check::Manifest => hprintln!(
+                    "verify manifest: ok ({} {}, release counter {}, expires {})",
+                    v.manifest.model_id,
+                    v.manifest.version,
+                    v.manifest.release_counter,
+                    v.manifest.expires
+                ),
+                Check::Package => hprintln!("verify package: ok ({} bytes, SHA-256 as signed)", v.manifest.package_len),
+            },
+            Err(r) if c < r.check => hprintln!("verify {}: ok", c.name()),
+            Err(r) if c == r.check => hprintln!("verify {}: REJECTED {}: {}", c.name(), error_name(&r.error), r.error),
+            Err(_) => hprintln!("verify {}: not checked", c.name()),
+        }
+    }
+    let ok = verdict.is_ok();
+    drop(verdict);
+    hprintln!(
+        "heap: high-water {} of {} bytes, {} in use after verification",
+        heap::high_water(),
+        heap::HEAP_SIZE,
+        heap::used()
+    );
+    ok
+}
+
 /// Runs the reference frame `runs` times; true if the last output is the expected one.
-fn run(arena: &'static mut [u8]) -> Result<bool, SpotError<ReplayError>> {
-    let runs = board::runs_from_command_line();
+fn run(arena: &'static mut [u8], runs: u32) -> Result<bool, SpotError<ReplayError>> {
     let model = Model::load(kws::PACKAGE)?;
     let mut spotter = Spotter::new(&model, arena)?;
     let mut sensor = ReplaySensor::new(&kws::REFERENCE_INPUT);
