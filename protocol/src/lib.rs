@@ -46,10 +46,13 @@ extern crate alloc;
 pub mod chunks;
 pub mod drift;
 mod error;
+#[cfg(feature = "std")]
+pub mod keyfile;
 mod keys;
 mod manifest;
 pub mod profile;
 mod root;
+pub mod seal;
 mod signed;
 pub mod topics;
 mod uplink;

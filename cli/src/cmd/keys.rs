@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use edgefleet_protocol::{KeyId, Kind, PublicKey, RoleKeys, Root, SecretKey, Signed, hex32, parse_hex32};
+use anyhow::{Context, Result};
+use edgefleet_protocol::{KeyId, Kind, PublicKey, RoleKeys, Root, SecretKey, Signed, parse_hex32};
 
 /// `edgefleet keys ...`.
 #[derive(clap::Subcommand, Debug)]
@@ -58,48 +58,16 @@ pub enum Keys {
     },
 }
 
-const SECRET_HEADER: &str = "edgefleet-secret-key v1";
-const PUBLIC_HEADER: &str = "edgefleet-public-key v1";
+use edgefleet_protocol::keyfile;
 
 /// Reads a secret key file.
 pub fn read_secret(p: &Path) -> Result<SecretKey> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    let mut lines = text.lines();
-    if lines.next() != Some(SECRET_HEADER) {
-        bail!("{} is not an edgefleet secret key file", p.display());
-    }
-    let seed = lines.next().and_then(parse_hex32).with_context(|| format!("{}: malformed key", p.display()))?;
-    Ok(SecretKey::from_bytes(&seed))
+    keyfile::read_secret(p).map_err(anyhow::Error::msg)
 }
 
 /// Reads a public key file, or the public half of a secret key file.
 pub fn read_public(p: &Path) -> Result<PublicKey> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-    match text.lines().next() {
-        Some(PUBLIC_HEADER) => {
-            let k =
-                text.lines().nth(1).and_then(parse_hex32).with_context(|| format!("{}: malformed key", p.display()))?;
-            Ok(PublicKey(k))
-        }
-        Some(SECRET_HEADER) => Ok(read_secret(p)?.public()),
-        _ => bail!("{} is not an edgefleet key file", p.display()),
-    }
-}
-
-fn write_new(p: &Path, text: &str, private: bool) -> Result<()> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
-    }
-    let _ = private;
-    let mut f = o.open(p).with_context(|| format!("creating {} (refusing to overwrite a key)", p.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    keyfile::read_public(p).map_err(anyhow::Error::msg)
 }
 
 /// Runs `edgefleet keys`.
@@ -109,8 +77,8 @@ pub fn run(k: Keys) -> Result<()> {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let key = SecretKey::generate().map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
             let (sk, pk) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
-            write_new(&sk, &format!("{SECRET_HEADER}\n{}\n", hex32(&key.to_bytes())), true)?;
-            write_new(&pk, &format!("{PUBLIC_HEADER}\n{}\n", hex32(&key.public().0)), false)?;
+            keyfile::write_new(&sk, &keyfile::secret_text(&key), true).map_err(anyhow::Error::msg)?;
+            keyfile::write_new(&pk, &keyfile::public_text(&key.public()), false).map_err(anyhow::Error::msg)?;
             outln!("key {} -> {} (secret), {}", key.public().id().to_hex(), sk.display(), pk.display());
         }
         Keys::Root {
