@@ -257,6 +257,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
         up.send(Payload::Event(e)).await?;
     }
 
+    let downlink_key = cfg.downlink_key();
     let (install_tx, mut install_rx) = mpsc::channel::<Result<u64, String>>(1);
     let mut chunk_deadline: Option<tokio::time::Instant> = None;
     let mut telemetry = tokio::time::interval(Duration::from_millis(cfg.telemetry.interval_ms));
@@ -312,7 +313,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
                         up.connected = false;
                         Vec::new()
                     }
-                    Net::Publish(topic, payload) => match topics::parse(&topic) {
+                    Net::Publish(topic, payload) => {
+                        // Device topics are sealed with the downlink key when one is set.
+                        let own = matches!(
+                            topics::parse(&topic),
+                            Some(topics::Topic::DeviceManifest(_) | topics::Topic::ChunkResponse(_) | topics::Topic::UplinkAck(_))
+                        );
+                        let payload = match (downlink_key, own) {
+                            (Some(k), true) => match edgefleet_protocol::seal::open(&k, &topic, &payload) {
+                                Ok(p) => Some(p),
+                                Err(e) => { warn!(%topic, "ignored a downlink: {e}"); None }
+                            },
+                            _ => Some(payload),
+                        };
+                        match payload.map(|payload| (topics::parse(&topic), payload)) {
+                        None => Vec::new(),
+                        Some((parsed, payload)) => match parsed {
                         Some(topics::Topic::DeviceManifest(_) | topics::Topic::GroupManifest(_)) if !stopping => {
                             machine.handle(Input::Manifest { bytes: payload, now: unix_now() })
                         }
@@ -329,6 +345,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
                         },
                         _ => Vec::new(),
                     },
+                        }
+                    }
                 };
                 ctx.execute(actions, &mut machine, &mut up, &mut chunk_deadline).await?;
             }

@@ -40,6 +40,11 @@ pub struct MqttConfig {
     pub keep_alive_s: u64,
     /// Largest MQTT packet accepted, bytes.
     pub max_packet_bytes: usize,
+    /// The device's downlink key (64 hex digits, issued at enrollment;
+    /// `EDGEFLEET_DOWNLINK_KEY`): when set, everything the server sends this
+    /// device must be sealed with it (the broker may not keep other devices
+    /// from reading this device's topics).
+    pub downlink_key: Option<Secret>,
 }
 
 impl Default for MqttConfig {
@@ -53,6 +58,7 @@ impl Default for MqttConfig {
             ca_file: None,
             keep_alive_s: 30,
             max_packet_bytes: 256 * 1024,
+            downlink_key: None,
         }
     }
 }
@@ -225,6 +231,9 @@ impl Config {
         if let Some(v) = s("EDGEFLEET_MQTT_PASSWORD") {
             self.mqtt.password = Some(Secret(v));
         }
+        if let Some(v) = s("EDGEFLEET_DOWNLINK_KEY") {
+            self.mqtt.downlink_key = Some(Secret(v));
+        }
         if let Some(v) = env_parse("EDGEFLEET_MQTT_TLS")? {
             self.mqtt.tls = v;
         }
@@ -264,10 +273,20 @@ impl Config {
         if self.telemetry.interval_ms < 10 {
             bail!("telemetry.interval_ms must be at least 10");
         }
+        if let Some(k) = &self.mqtt.downlink_key
+            && edgefleet_protocol::parse_hex32(&k.0).is_none()
+        {
+            bail!("mqtt.downlink_key must be 64 hex digits");
+        }
         if self.mqtt.tls && !cfg!(feature = "tls") {
             bail!("mqtt.tls is set but this agent was built without the `tls` feature");
         }
         Ok(())
+    }
+
+    /// The downlink key, parsed.
+    pub fn downlink_key(&self) -> Option<[u8; 32]> {
+        self.mqtt.downlink_key.as_ref().and_then(|k| edgefleet_protocol::parse_hex32(&k.0))
     }
 
     /// The platform as the protocol names it.

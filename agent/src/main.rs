@@ -30,6 +30,10 @@ struct Args {
     /// The signed manifest for --install.
     #[arg(long, value_name = "MANIFEST", requires = "install")]
     manifest: Option<PathBuf>,
+    /// Print this device's public key (creating the key on first use), the
+    /// one to give the fleet server at enrollment, and exit.
+    #[arg(long)]
+    print_device_key: bool,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.print_device_key {
+        return match edgefleet_agent::store::Store::open(&cfg.state_dir).and_then(|s| s.device_key()) {
+            Ok(k) => {
+                println!("{}", edgefleet_protocol::hex32(&k.public().0));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let (Some(pkg), Some(manifest)) = (&args.install, &args.manifest) {
         let result = std::fs::read(pkg)
             .and_then(|p| Ok((p, std::fs::read(manifest)?)))
