@@ -1,0 +1,260 @@
+//! The server's MQTT side. With the embedded broker (rumqttd) the server
+//! authenticates every connection itself: a device must connect with its
+//! own id as client id and user name and the password issued at
+//! enrollment; the server's own session uses a secret made at start-up.
+//! Because rumqttd has no topic ACLs, nothing else rests on the broker:
+//! uplinks are verified against the device's enrolled ed25519 key and must
+//! name the device whose topic they arrive on, and everything sent to one
+//! device is sealed with its downlink key (see `edgefleet_protocol::seal`),
+//! so a device can neither publish as another nor read another's updates.
+//!
+//! Messages are handled by a few workers, sharded by device id: one
+//! device's uplinks stay in order, many devices proceed in parallel.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgefleet_protocol::{
+    ChunkRequest, ChunkResponse, ChunkStatus, UplinkAck, chunks, hex32, parse_hex32, seal, topics,
+};
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::{Mqtt, parse_mqtt_url};
+use crate::server::App;
+
+/// User name of the server's own MQTT session on the embedded broker.
+pub const SERVER_USER: &str = "edgefleet-server";
+/// Shared-subscription group on external brokers: replicas split the uplinks.
+const SHARE: &str = "$share/edgefleet/";
+const WORKERS: usize = 4;
+/// Largest MQTT packet either side sends (a 16 KiB chunk, sealed, fits easily).
+pub const MAX_PACKET: usize = 1 << 20;
+
+/// Starts rumqttd on `listen` (port 0: a free port) with the server's
+/// authentication, and returns where it listens.
+///
+/// # Errors
+/// The address is taken or the broker does not come up.
+pub fn start_embedded(
+    listen: SocketAddr,
+    app_store: crate::store::Store,
+    server_secret: String,
+    rt: tokio::runtime::Handle,
+) -> anyhow::Result<SocketAddr> {
+    use std::collections::HashMap;
+    // Bind first: a taken port is a clear error here, not a silent broker thread exit.
+    let probe =
+        std::net::TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("MQTT listen address {listen}: {e}"))?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    let mut config = rumqttd::Config::default();
+    config.router.max_connections = 100_000;
+    config.router.max_outgoing_packet_count = 200;
+    config.router.max_segment_size = 100 << 20;
+    config.router.max_segment_count = 10;
+    let mut conn = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: MAX_PACKET,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    conn.set_auth_handler(move |client_id: String, user: String, pass: String| {
+        let store = app_store.clone();
+        let secret = server_secret.clone();
+        let rt = rt.clone();
+        async move {
+            if user == SERVER_USER {
+                return client_id.starts_with(SERVER_USER) && pass == secret;
+            }
+            if client_id != user || !topics::valid_id(&user) {
+                return false;
+            }
+            // The database lives on the server's runtime, not the broker's.
+            let check = rt.spawn(async move {
+                match store.device_keys(&user).await {
+                    Ok(Some(k)) => k.secret_sha256 == crate::util::sha_hex(pass.as_bytes()),
+                    _ => false,
+                }
+            });
+            check.await.unwrap_or(false)
+        }
+    });
+    let server = rumqttd::ServerSettings {
+        name: "edgefleet".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: conn,
+    };
+    config.v4 = Some(HashMap::from([("edgefleet".to_string(), server)]));
+    std::thread::Builder::new().name("rumqttd".into()).spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        if let Err(e) = broker.start() {
+            tracing::error!("embedded MQTT broker stopped: {e}");
+        }
+    })?;
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if t.elapsed() > Duration::from_secs(10) {
+            anyhow::bail!("the embedded MQTT broker did not start on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(addr)
+}
+
+/// Options for the server's own session.
+pub fn client_options(mqtt: &Mqtt, broker: SocketAddr, replica: &str, secret: &str) -> anyhow::Result<MqttOptions> {
+    let id = format!("{SERVER_USER}-{replica}");
+    let mut opts = match mqtt {
+        Mqtt::Embedded { .. } => {
+            let host = if broker.ip().is_unspecified() { "127.0.0.1".to_string() } else { broker.ip().to_string() };
+            let mut o = MqttOptions::new(id, host, broker.port());
+            o.set_credentials(SERVER_USER, secret);
+            o
+        }
+        Mqtt::External { url } => {
+            let (host, port, creds) = parse_mqtt_url(url).map_err(anyhow::Error::msg)?;
+            let mut o = MqttOptions::new(id, host, port);
+            if let Some((u, p)) = creds {
+                o.set_credentials(u, p);
+            }
+            o
+        }
+    };
+    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(true);
+    Ok(opts)
+}
+
+/// Runs the session: subscribes on every (re)connect and hands messages to
+/// the workers. Never returns.
+pub async fn run(app: Arc<App>, mut eventloop: rumqttc::EventLoop, external: bool) {
+    let mut shards = Vec::with_capacity(WORKERS);
+    for _ in 0..WORKERS {
+        let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(1024);
+        let app = app.clone();
+        tokio::spawn(async move {
+            while let Some((topic, payload)) = rx.recv().await {
+                handle(&app, &topic, &payload).await;
+            }
+        });
+        shards.push(tx);
+    }
+    let share = if external { SHARE } else { "" };
+    loop {
+        match eventloop.poll().await {
+            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
+                info!("MQTT session up");
+                app.metrics.mqtt_connected.set(1);
+                let c = app.mqtt.clone();
+                let subs = [(topics::ALL_UPLINKS, QoS::AtLeastOnce), (topics::ALL_CHUNK_REQUESTS, QoS::AtMostOnce)];
+                for (filter, qos) in subs {
+                    if let Err(e) = c.subscribe(format!("{share}{filter}"), qos).await {
+                        warn!("subscribe {filter}: {e}");
+                    }
+                }
+                let app = app.clone();
+                tokio::spawn(async move { crate::server::republish_all(&app).await });
+            }
+            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                let Some(device) = device_of(&p.topic) else { continue };
+                let shard = device.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % WORKERS;
+                if shards[shard].send((p.topic.clone(), p.payload.to_vec())).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                app.metrics.mqtt_connected.set(0);
+                warn!("MQTT: {e}; reconnecting in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn device_of(topic: &str) -> Option<String> {
+    match topics::parse(topic)? {
+        topics::Topic::Uplink(d) | topics::Topic::ChunkRequest(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+async fn handle(app: &App, topic: &str, payload: &[u8]) {
+    match topics::parse(topic) {
+        Some(topics::Topic::Uplink(dev)) => {
+            if let Some(seqs) = crate::ingest::uplink(app, dev, payload).await {
+                let ack = UplinkAck { seqs };
+                match postcard::to_allocvec(&ack) {
+                    Ok(bytes) => {
+                        let _ = send_sealed(app, dev, &topics::uplink_ack(dev), &bytes, QoS::AtLeastOnce, false).await;
+                    }
+                    Err(e) => warn!("encode ack: {e}"),
+                }
+            }
+        }
+        Some(topics::Topic::ChunkRequest(dev)) => serve_chunk(app, dev, payload).await,
+        _ => {}
+    }
+}
+
+async fn serve_chunk(app: &App, dev: &str, payload: &[u8]) {
+    let Ok(req) = postcard::from_bytes::<ChunkRequest>(payload) else {
+        crate::ingest::reject(app, "malformed_chunk_request");
+        return;
+    };
+    let sha = hex32(&req.package_sha256);
+    let resp = match app.package(&sha).await {
+        Some(bytes) => chunks::serve(&bytes, &req.package_sha256, &req),
+        None => ChunkResponse {
+            package_sha256: req.package_sha256,
+            index: req.index,
+            status: ChunkStatus::NotFound,
+            data: vec![],
+        },
+    };
+    if resp.status == ChunkStatus::Ok {
+        app.metrics.chunks.inc();
+        app.metrics.chunk_bytes.inc_by(resp.data.len() as u64);
+    }
+    match postcard::to_allocvec(&resp) {
+        Ok(bytes) => {
+            let _ = send_sealed(app, dev, &topics::chunk_response(dev), &bytes, QoS::AtMostOnce, false).await;
+        }
+        Err(e) => warn!("encode chunk: {e}"),
+    }
+}
+
+/// Seals `plaintext` for `device` (with its downlink key) and publishes it.
+///
+/// # Errors
+/// Unknown device, no randomness, or the session's queue is closed.
+pub async fn send_sealed(
+    app: &App,
+    device: &str,
+    topic: &str,
+    plaintext: &[u8],
+    qos: QoS,
+    retain: bool,
+) -> anyhow::Result<()> {
+    let keys =
+        app.store.device_keys(device).await?.ok_or_else(|| anyhow::anyhow!("device {device} is not enrolled"))?;
+    let key =
+        parse_hex32(&keys.downlink_key).ok_or_else(|| anyhow::anyhow!("device {device}: corrupt downlink key"))?;
+    let sealed = seal::seal(&key, topic, plaintext).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    app.mqtt.publish(topic, qos, retain, sealed).await?;
+    debug!(%topic, bytes = plaintext.len(), "sent");
+    Ok(())
+}
+
+/// Publishes a client with an event loop for `opts`.
+pub fn client(opts: MqttOptions) -> (AsyncClient, rumqttc::EventLoop) {
+    AsyncClient::new(opts, 4096)
+}
