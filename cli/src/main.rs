@@ -1,5 +1,6 @@
 //! `edgefleet`, the host tool: compile ONNX models into int8 packages,
-//! inspect them, run them on `.npy` inputs and benchmark them.
+//! inspect them, run them on `.npy` inputs and benchmark them; sign
+//! updates; run the agent or the fleet server; publish and roll out models.
 
 use std::process::ExitCode;
 
@@ -28,6 +29,12 @@ mod npy;
 ///   edgefleet run model.efm --input x.npy -o y.npy
 ///
 ///   edgefleet bench model.efm
+///
+///   edgefleet server                                  (fleet server on embedded defaults)
+///
+///   edgefleet publish model.efm --model kws --version 2.0
+///
+///   edgefleet rollout start --model kws --version 2.0 --group field
 #[derive(Parser, Debug)]
 #[command(name = "edgefleet", version, about, long_about, arg_required_else_help = true)]
 struct Cli {
@@ -74,6 +81,28 @@ enum Command {
     /// Run the device agent (the same daemon as the lean `edgefleet-agent` binary).
     #[cfg(feature = "agent")]
     Agent(cmd::agent::Args),
+    /// Run the fleet server: registry, devices, rollouts, telemetry, API, dashboard.
+    ///
+    /// With no flags: one process, a SQLite file and an embedded MQTT broker in ./edgefleet-data,
+    /// the API and dashboard on http://127.0.0.1:8080/. The first start writes an API token to
+    /// edgefleet-data/admin.token. Scale out with --database postgres://... and
+    /// --mqtt-url mqtt://... (several replicas may share one database).
+    #[cfg(feature = "server")]
+    Server(Box<cmd::server::Args>),
+    /// Upload a package to a fleet server's registry as a new model version.
+    ///
+    /// Example: edgefleet publish kws.efm --model kws --version 2.0 --stage production
+    #[command(verbatim_doc_comment)]
+    #[cfg(feature = "client")]
+    Publish(cmd::fleet::PublishArgs),
+    /// Start, watch, pause, resume or abort staged rollouts on a fleet server.
+    #[command(subcommand)]
+    #[cfg(feature = "client")]
+    Rollout(cmd::fleet::Rollout),
+    /// Enroll and list devices on a fleet server.
+    #[command(subcommand)]
+    #[cfg(feature = "client")]
+    Devices(cmd::fleet::Devices),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +118,14 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::sign::verify(a),
         #[cfg(feature = "agent")]
         Command::Agent(a) => cmd::agent::run(a),
+        #[cfg(feature = "server")]
+        Command::Server(a) => cmd::server::run(*a),
+        #[cfg(feature = "client")]
+        Command::Publish(a) => cmd::fleet::publish(a),
+        #[cfg(feature = "client")]
+        Command::Rollout(r) => cmd::fleet::rollout(r),
+        #[cfg(feature = "client")]
+        Command::Devices(d) => cmd::fleet::devices(d),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

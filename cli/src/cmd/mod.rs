@@ -5,9 +5,13 @@ pub mod agent;
 pub mod bench;
 #[cfg(feature = "compiler")]
 pub mod compile;
+#[cfg(feature = "client")]
+pub mod fleet;
 pub mod inspect;
 pub mod keys;
 pub mod run;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sign;
 
 use std::path::Path;
