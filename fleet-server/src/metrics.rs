@@ -123,9 +123,15 @@ impl Default for Metrics {
         for kind in ["hello", "telemetry", "event"] {
             drop(m.uplinks.get_or_create(&labels(&[("kind", kind)])));
         }
-        for reason in
-            ["bad_signature", "corrupt_key", "malformed", "malformed_chunk_request", "topic_mismatch", "unknown_device"]
-        {
+        for reason in [
+            "bad_signature",
+            "corrupt_key",
+            "malformed",
+            "malformed_chunk_request",
+            "overloaded",
+            "topic_mismatch",
+            "unknown_device",
+        ] {
             drop(m.uplinks_rejected.get_or_create(&labels(&[("reason", reason)])));
         }
         for outcome in ["sent", "failed"] {

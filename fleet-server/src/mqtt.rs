@@ -98,13 +98,9 @@ pub fn start_embedded(
             tracing::error!("embedded MQTT broker stopped: {e}");
         }
     })?;
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        if t.elapsed() > Duration::from_secs(10) {
-            anyhow::bail!("the embedded MQTT broker did not start on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // No readiness probe: rumqttd logs every connection that closes without
+    // CONNECT as an error. The port was free a moment ago, and every client
+    // (the server's own session included) retries until the broker listens.
     Ok(addr)
 }
 
@@ -156,7 +152,8 @@ pub async fn run(app: Arc<App>, mut eventloop: rumqttc::EventLoop, external: boo
                 let c = app.mqtt.clone();
                 let subs = [(topics::ALL_UPLINKS, QoS::AtLeastOnce), (topics::ALL_CHUNK_REQUESTS, QoS::AtMostOnce)];
                 for (filter, qos) in subs {
-                    if let Err(e) = c.subscribe(format!("{share}{filter}"), qos).await {
+                    // try_: waiting on the request queue from inside the event loop could deadlock.
+                    if let Err(e) = c.try_subscribe(format!("{share}{filter}"), qos) {
                         warn!("subscribe {filter}: {e}");
                     }
                 }
@@ -166,8 +163,13 @@ pub async fn run(app: Arc<App>, mut eventloop: rumqttc::EventLoop, external: boo
             Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                 let Some(device) = device_of(&p.topic) else { continue };
                 let shard = device.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % WORKERS;
-                if shards[shard].send((p.topic.clone(), p.payload.to_vec())).await.is_err() {
-                    return;
+                // Never wait here: this loop also sends what the workers publish
+                // and answers the broker's pings. A full shard drops the message;
+                // devices resend unacknowledged uplinks and re-request chunks.
+                match shards[shard].try_send((p.topic.clone(), p.payload.to_vec())) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => crate::ingest::reject(&app, "overloaded"),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
             Ok(_) => {}

@@ -833,6 +833,19 @@ impl Store {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM uplinks").fetch_one(&self.pool).await?.try_get("n")?)
     }
 
+    /// Uplinks missing between each device's first and last stored
+    /// sequence numbers, summed over devices: what was lost on the way
+    /// (devices number every uplink, and resend until acknowledged).
+    pub async fn uplink_gaps(&self) -> Result<i64> {
+        let r = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(mx - mn + 1 - n), 0) AS BIGINT) AS gaps FROM \
+             (SELECT MIN(seq) AS mn, MAX(seq) AS mx, COUNT(*) AS n FROM uplinks GROUP BY device_id) t",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(r.try_get("gaps")?)
+    }
+
     // ---- rollouts -------------------------------------------------------
 
     /// The next release counter (global, strictly increasing).

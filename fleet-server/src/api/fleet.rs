@@ -45,6 +45,9 @@ pub struct Summary {
     pub versions: Vec<VersionCount>,
     /// Uplinks stored.
     pub uplinks: i64,
+    /// Uplinks missing from devices' sequences (lost in transit, or still
+    /// spooled on a device after a later one arrived).
+    pub uplinks_missing: i64,
     /// Online window, seconds.
     pub window_s: u64,
     /// MQTT address devices connect to.
@@ -75,6 +78,7 @@ pub async fn summary(State(app): State<Arc<App>>) -> ApiResult<axum::Json<Summar
         platforms,
         versions,
         uplinks: app.store.uplink_count().await?,
+        uplinks_missing: app.store.uplink_gaps().await?,
         window_s: app.cfg.window.as_secs(),
         mqtt: app.mqtt_addr.clone(),
     }))
