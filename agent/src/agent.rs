@@ -37,6 +37,9 @@ enum Net {
     Publish(String, Vec<u8>),
 }
 
+/// Spooled uplinks resent per round (see [`Uplinker::resend`]).
+const RESEND_WINDOW: usize = 32;
+
 /// Signs, spools and publishes uplinks; forgets them when the server
 /// acknowledges them ([`UplinkAck`]), resends them otherwise.
 struct Uplinker {
@@ -79,13 +82,17 @@ impl Uplinker {
         }
     }
 
-    /// Sends spooled uplinks not acknowledged yet: all of them on (re)connect
-    /// (`all`), else those waiting longer than `resend_after`.
+    /// Sends spooled uplinks not acknowledged yet, oldest first and at most
+    /// [`RESEND_WINDOW`] per round: all of those on (re)connect (`all`),
+    /// else those waiting longer than `resend_after`. The window keeps a
+    /// device that was offline for hours (or a server that fell behind)
+    /// from being flooded with its whole spool at once; the rest follows
+    /// as acknowledgements come back.
     fn resend(&mut self, all: bool) -> Result<()> {
         if !self.connected {
             return Ok(());
         }
-        for seq in self.store.spooled_seqs()? {
+        for seq in self.store.spooled_seqs()?.into_iter().take(RESEND_WINDOW) {
             if !all && self.sent.get(&seq).is_some_and(|t| t.elapsed() < self.resend_after) {
                 continue;
             }
@@ -111,6 +118,58 @@ impl Uplinker {
 /// # Errors
 /// Start-up failures (unreadable state, no root of trust, API address in use).
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    run_inner(cfg, shutdown, None).await
+}
+
+/// A running agent's models and status, for hosts that embed the agent in
+/// their own process (an app, the fleet simulator) and call it directly
+/// instead of over the local HTTP API: the same engine, monitoring and
+/// telemetry as API calls.
+#[derive(Clone)]
+pub struct Handle {
+    state: ApiState,
+}
+
+impl Handle {
+    /// One inference on the live model (and the shadow candidate, if any),
+    /// measured like an API call. Blocking: call it off the async threads.
+    ///
+    /// # Errors
+    /// No model live yet, or an input the model does not take.
+    pub fn infer(&self, input: &crate::engine::InferInput) -> Result<crate::engine::Prediction> {
+        self.state.engine.lock().map_err(|_| anyhow!("engine poisoned"))?.infer(input)
+    }
+
+    /// The live model, if any.
+    pub fn live(&self) -> Option<edgefleet_protocol::ModelRef> {
+        self.state.engine.lock().ok().and_then(|e| e.live().cloned())
+    }
+
+    /// Connection, download and spool status.
+    pub fn status(&self) -> Status {
+        self.state.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// As [`run`], for an agent embedded in another process: `ready` receives
+/// the [`Handle`] once the models are loaded. With an empty
+/// `cfg.api.listen` no local HTTP API is opened.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_embedded(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: tokio::sync::oneshot::Sender<Handle>,
+) -> Result<()> {
+    run_inner(cfg, shutdown, Some(ready)).await
+}
+
+async fn run_inner(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<tokio::sync::oneshot::Sender<Handle>>,
+) -> Result<()> {
     let started = Instant::now();
     let store = Store::open(&cfg.state_dir)?;
     let trust = load_trust(&store, &cfg)?;
@@ -173,21 +232,29 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
 
     // Local API.
     let status = Arc::new(Mutex::new(Status { device_id: cfg.device_id.clone(), ..Status::default() }));
-    let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
-        .await
-        .with_context(|| format!("binding the local API to {}", cfg.api.listen))?;
-    let addr = listener.local_addr()?;
-    store.write_api_addr(&addr.to_string())?;
-    info!(%addr, "local API listening");
-    let app = router(ApiState { engine: engine.clone(), status: status.clone() });
+    let state = ApiState { engine: engine.clone(), status: status.clone() };
+    if let Some(r) = ready {
+        let _ = r.send(Handle { state: state.clone() });
+    }
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = api_stop_rx.await;
-            })
-            .await;
-    });
+    let api = if cfg.api.listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
+            .await
+            .with_context(|| format!("binding the local API to {}", cfg.api.listen))?;
+        let addr = listener.local_addr()?;
+        store.write_api_addr(&addr.to_string())?;
+        info!(%addr, "local API listening");
+        let app = router(state);
+        Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = api_stop_rx.await;
+                })
+                .await;
+        }))
+    };
 
     // MQTT.
     let mut opts = MqttOptions::new(cfg.device_id.clone(), cfg.mqtt.host.clone(), cfg.mqtt.port);
@@ -377,7 +444,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     let _ = client.disconnect().await;
     mqtt.abort();
     let _ = api_stop_tx.send(());
-    let _ = api.await;
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -31,15 +31,20 @@ pub mod store;
 mod tls;
 pub mod update;
 
-pub use agent::{install_local, rss_bytes, run};
+pub use agent::{Handle, install_local, rss_bytes, run, run_embedded};
 pub use config::Config;
 
 /// Logging setup shared by the binaries.
 pub mod logging {
     /// Structured logs to stderr; `RUST_LOG` filters (default `info`).
     pub fn init(json: bool) {
+        init_with(json, "info");
+    }
+
+    /// As [`init`] with another default filter (when `RUST_LOG` is unset).
+    pub fn init_with(json: bool, default: &str) {
         use tracing_subscriber::EnvFilter;
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
         use std::io::IsTerminal;
         let b = tracing_subscriber::fmt()
             .with_env_filter(filter)
