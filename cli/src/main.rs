@@ -17,6 +17,8 @@ macro_rules! outln {
 
 mod cmd;
 mod npy;
+#[cfg(feature = "simulate")]
+mod sim;
 
 /// edgefleet: a tiny int8 inference runtime and the tools around it.
 ///
@@ -103,6 +105,21 @@ enum Command {
     #[command(subcommand)]
     #[cfg(feature = "client")]
     Devices(cmd::fleet::Devices),
+    /// Simulate a fleet: N devices in one process, each the real agent (own key, credentials,
+    /// MQTT connection, A/B storage, runtime, telemetry) fed inputs from calibration data.
+    ///
+    /// Example: edgefleet simulate --devices 1000 --server http://127.0.0.1:8080 --root edgefleet-data/root.signed
+    #[command(verbatim_doc_comment)]
+    #[cfg(feature = "simulate")]
+    Simulate(Box<cmd::simulate::Args>),
+    /// The whole story on this machine: a fleet server on embedded defaults, simulated devices
+    /// (boards, phones, microcontrollers), two real models, a healthy staged rollout to 100 %
+    /// and a drifting candidate rolled back by itself. Prints the dashboard URL.
+    ///
+    /// Example: edgefleet demo --serve
+    #[command(verbatim_doc_comment)]
+    #[cfg(all(feature = "simulate", feature = "server", feature = "compiler"))]
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +143,10 @@ fn main() -> ExitCode {
         Command::Rollout(r) => cmd::fleet::rollout(r),
         #[cfg(feature = "client")]
         Command::Devices(d) => cmd::fleet::devices(d),
+        #[cfg(feature = "simulate")]
+        Command::Simulate(a) => cmd::simulate::run(*a),
+        #[cfg(all(feature = "simulate", feature = "server", feature = "compiler"))]
+        Command::Demo(a) => cmd::demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,14 @@ impl Array {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The elements as `f32` (int8 values converted as they are).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.values {
+            Values::I8(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Values::F32(v) => v.clone(),
+        }
+    }
 }
 
 /// Reads a C-order `.npy` array of float32/64, (u)int8 or int16/32/64.

@@ -28,6 +28,22 @@ pub struct Conn {
     pub json: bool,
 }
 
+/// The API token: `--token`, `EDGEFLEET_TOKEN`, or a local server's `admin.token`.
+///
+/// # Errors
+/// None of them.
+pub fn token(conn: &Conn) -> Result<String> {
+    match &conn.token {
+        Some(t) => Ok(t.clone()),
+        None => {
+            let p = conn.data_dir.join("admin.token");
+            std::fs::read_to_string(&p)
+                .map(|s| s.trim().to_string())
+                .with_context(|| format!("no API token: pass --token or EDGEFLEET_TOKEN (and none in {})", p.display()))
+        }
+    }
+}
+
 /// A small blocking client for the REST API.
 pub struct Client {
     base: String,
@@ -41,15 +57,7 @@ impl Client {
     /// # Errors
     /// No token given and none found.
     pub fn new(conn: &Conn) -> Result<Client> {
-        let token = match &conn.token {
-            Some(t) => t.clone(),
-            None => {
-                let p = conn.data_dir.join("admin.token");
-                std::fs::read_to_string(&p).map(|s| s.trim().to_string()).with_context(|| {
-                    format!("no API token: pass --token or EDGEFLEET_TOKEN (and none in {})", p.display())
-                })?
-            }
-        };
+        let token = token(conn)?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(300)))

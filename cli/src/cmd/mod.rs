@@ -5,6 +5,8 @@ pub mod agent;
 pub mod bench;
 #[cfg(feature = "compiler")]
 pub mod compile;
+#[cfg(all(feature = "simulate", feature = "server", feature = "compiler"))]
+pub mod demo;
 #[cfg(feature = "client")]
 pub mod fleet;
 pub mod inspect;
@@ -13,6 +15,8 @@ pub mod run;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod sign;
+#[cfg(feature = "simulate")]
+pub mod simulate;
 
 use std::path::Path;
 

@@ -4,8 +4,10 @@
 //! HTTP, with real signatures and real KWS packages.
 
 mod api;
+mod demo;
 mod drift;
 mod identity;
 mod postgres;
 mod rollouts;
+mod scale;
 mod support;

@@ -619,25 +619,27 @@ impl Drop for Postgres {
 pub struct Mosquitto {
     pub port: u16,
     child: Child,
+    conf: PathBuf,
 }
 
 impl Mosquitto {
-    pub fn start() -> Mosquitto {
+    /// Kills the broker (everything in flight is lost, retained messages
+    /// too: no persistence) and starts a new one on the same port.
+    pub fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down_for);
+        self.child = Self::spawn(&self.conf, self.port);
+    }
+
+    fn spawn(conf: &std::path::Path, port: u16) -> Child {
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or_else(|| panic!("mosquitto is not installed: `apt-get install mosquitto`"));
-        let port = free_port();
-        let dir = tempdir("mosquitto");
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 1048576\n"),
-        )
-        .expect("conf");
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -647,7 +649,24 @@ impl Mosquitto {
             assert!(t.elapsed() < Duration::from_secs(10), "mosquitto did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Mosquitto { port, child }
+        child
+    }
+
+    pub fn start() -> Mosquitto {
+        let port = free_port();
+        let dir = tempdir("mosquitto");
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 1048576\nmax_queued_messages 10000\n\
+                 log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
+                dir.join("mosquitto.log").display()
+            ),
+        )
+        .expect("conf");
+        let child = Self::spawn(&conf, port);
+        Mosquitto { port, child, conf }
     }
 }
 
