@@ -674,6 +674,13 @@ async fn step(app: &App, id: &str) -> Result<(), RolloutError> {
     }
     // Health: canaries since the last install of this wave, against the control.
     let installed_at = wave.iter().map(|m| m.updated_ms).max().unwrap_or(c.r.wave_started_ms).max(c.r.wave_started_ms);
+    if now - installed_at < g.soak_s as i64 * 1000 {
+        // Nothing is judged while soaking: skip decoding telemetry until then.
+        status.phase = "soaking".into();
+        status.message =
+            format!("wave {}/{}: all {n} installed; soaking for {} s", c.r.wave + 1, c.waves.len(), g.soak_s);
+        return save_status(app, id, &status).await;
+    }
     let canaries: HashSet<String> =
         members.iter().filter(|m| m.status == member::INSTALLED).map(|m| m.device_id.clone()).collect();
     let member_ids: HashSet<String> = members.iter().map(|m| m.device_id.clone()).collect();
@@ -700,13 +707,6 @@ async fn step(app: &App, id: &str) -> Result<(), RolloutError> {
             status.control =
                 cohort(&decode(rows, &all), prev_profile.as_deref(), None, "previous version before this wave");
         }
-    }
-    if now - installed_at < g.soak_s as i64 * 1000 {
-        status.phase = "soaking".into();
-        status.message =
-            format!("wave {}/{}: all {n} installed; soaking for {} s", c.r.wave + 1, c.waves.len(), g.soak_s);
-        status.checks = evaluate(g, &status.canary, &status.control);
-        return save_status(app, id, &status).await;
     }
     let enough = if shadow { status.canary.shadow_inferences } else { status.canary.inferences } >= g.min_inferences;
     if !enough {
@@ -854,9 +854,11 @@ async fn start_wave(app: &App, c: &Ctx, wave: i64) -> Result<(), RolloutError> {
     if !app.store.update_rollout(id, state::RUNNING, state::RUNNING, wave, now, now).await? {
         return Ok(()); // paused or aborted meanwhile
     }
-    for (dev, _, _) in &fresh {
-        app.store.add_member(id, dev, wave, counter, now).await?;
-        app.store.set_desired(dev, &manifest).await?;
+    let ids: Vec<&str> = fresh.iter().map(|(d, _, _)| d.as_str()).collect();
+    for batch in ids.chunks(500) {
+        app.store.add_members(id, batch, wave, counter, &manifest, now).await?;
+    }
+    for dev in &ids {
         crate::server::republish(app, dev).await;
     }
     let status = Status {

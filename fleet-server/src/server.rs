@@ -7,6 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use edgefleet_protocol::profile::ReferenceProfile;
@@ -268,10 +269,17 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(engine.cfg.tick);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Fleet health decodes every telemetry window of the last `window`:
+        // six times per window, at most every 10 s, at least every tick.
+        let house_every = (engine.cfg.window / 6).min(Duration::from_secs(10)).max(engine.cfg.tick);
+        let mut last_house: Option<std::time::Instant> = None;
         loop {
             every.tick().await;
             crate::rollout::tick(&engine).await;
-            housekeeping(&engine).await;
+            if last_house.is_none_or(|t| t.elapsed() >= house_every) {
+                housekeeping(&engine).await;
+                last_house = Some(std::time::Instant::now());
+            }
         }
     });
     let router = crate::api::router(app.clone());

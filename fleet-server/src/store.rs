@@ -327,7 +327,7 @@ impl Store {
         };
         let url =
             if backend == Backend::Sqlite && !url.contains('?') { format!("{url}?mode=rwc") } else { url.to_string() };
-        let mut opts = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 16 });
+        let mut opts = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
         if backend == Backend::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -972,6 +972,49 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Members of a rollout counted by status.
+    pub async fn member_counts(&self, rollout_id: &str) -> Result<Vec<(String, i64)>> {
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM rollout_members WHERE rollout_id = $1 GROUP BY status")
+                .bind(rollout_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+    }
+
+    /// Adds wave members and sets the manifest they should hold, in one transaction.
+    pub async fn add_members(
+        &self,
+        rollout_id: &str,
+        devices: &[&str],
+        wave: i64,
+        counter: i64,
+        manifest: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for d in devices {
+            sqlx::query(
+                "INSERT INTO rollout_members (rollout_id, device_id, wave, counter, status, updated_ms) \
+                 VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (rollout_id, device_id) DO NOTHING",
+            )
+            .bind(rollout_id)
+            .bind(*d)
+            .bind(wave)
+            .bind(counter)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE devices SET desired_manifest = $1 WHERE id = $2")
+                .bind(manifest)
+                .bind(*d)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

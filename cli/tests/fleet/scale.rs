@@ -122,7 +122,7 @@ fn simulated_fleet_survives_a_broker_restart_mid_rollout() {
     assert!(summary["inferences"].as_u64().unwrap_or(0) > 1000, "{summary}");
     let t = Instant::now();
     let fleet = loop {
-        let f = a.ok("GET", "/api/v1/fleet", None);
+        let f = a.ok("GET", "/api/v1/fleet?gaps=true", None);
         if f["uplinks_missing"] == 0 || t.elapsed() > Duration::from_secs(20) {
             break f;
         }

@@ -266,7 +266,7 @@ impl ServerProc {
     pub fn wait_rollout(&self, id: &str, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let t = Instant::now();
         loop {
-            let v = self.ok("GET", &format!("/api/v1/rollouts/{id}"), None);
+            let v = self.ok("GET", &format!("/api/v1/rollouts/{id}?members=true"), None);
             if done(&v) {
                 return v;
             }

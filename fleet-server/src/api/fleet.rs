@@ -45,18 +45,28 @@ pub struct Summary {
     pub versions: Vec<VersionCount>,
     /// Uplinks stored.
     pub uplinks: i64,
-    /// Uplinks missing from devices' sequences (lost in transit, or still
-    /// spooled on a device after a later one arrived).
-    pub uplinks_missing: i64,
+    /// With `?gaps=true`: uplinks missing from devices' sequences (lost in
+    /// transit, or still spooled on a device after a later one arrived).
+    /// A scan of every stored uplink, so only on request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplinks_missing: Option<i64>,
     /// Online window, seconds.
     pub window_s: u64,
     /// MQTT address devices connect to.
     pub mqtt: String,
 }
 
+/// Options of `GET /fleet`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryQuery {
+    /// Also count uplinks missing from devices' sequence numbers.
+    pub gaps: Option<bool>,
+}
+
 /// The fleet by platform and by model version.
-#[utoipa::path(get, path = "/api/v1/fleet", tag = "fleet", security(("token" = [])), responses((status = 200, body = Summary)))]
-pub async fn summary(State(app): State<Arc<App>>) -> ApiResult<axum::Json<Summary>> {
+#[utoipa::path(get, path = "/api/v1/fleet", tag = "fleet", security(("token" = [])), params(SummaryQuery), responses((status = 200, body = Summary)))]
+pub async fn summary(State(app): State<Arc<App>>, Q(q): Q<SummaryQuery>) -> ApiResult<axum::Json<Summary>> {
     let since = now_ms() - app.cfg.window.as_millis() as i64;
     let platforms = app
         .store
@@ -78,7 +88,7 @@ pub async fn summary(State(app): State<Arc<App>>) -> ApiResult<axum::Json<Summar
         platforms,
         versions,
         uplinks: app.store.uplink_count().await?,
-        uplinks_missing: app.store.uplink_gaps().await?,
+        uplinks_missing: if q.gaps.unwrap_or(false) { Some(app.store.uplink_gaps().await?) } else { None },
         window_s: app.cfg.window.as_secs(),
         mqtt: app.mqtt_addr.clone(),
     }))

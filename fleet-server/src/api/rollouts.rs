@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiResult, JsonBody, Page, Paged, Q};
 use crate::rollout::{self, Action, Gates, RolloutSpec, Status};
@@ -100,28 +100,29 @@ pub struct RolloutView {
     pub decisions: Option<Vec<DecisionView>>,
 }
 
-async fn view(app: &App, r: RolloutRow, full: bool) -> ApiResult<RolloutView> {
+async fn view(app: &App, r: RolloutRow, full: bool, with_members: bool) -> ApiResult<RolloutView> {
     let version = app.store.version_by_id(r.version_id).await?.version;
     let previous = match r.previous_version_id {
         Some(p) => Some(app.store.version_by_id(p).await?.version),
         None => None,
     };
-    let members = app.store.members(&r.id).await?;
     let mut counts = MemberCounts::default();
-    for m in &members {
-        match m.status.as_str() {
-            rollout::member::PENDING => counts.pending += 1,
-            rollout::member::INSTALLED => counts.installed += 1,
-            rollout::member::FAILED => counts.failed += 1,
-            rollout::member::TIMEOUT => counts.timeout += 1,
-            rollout::member::REVERTING => counts.reverting += 1,
-            _ => counts.reverted += 1,
+    for (status, n) in app.store.member_counts(&r.id).await? {
+        let n = n as usize;
+        match status.as_str() {
+            rollout::member::PENDING => counts.pending += n,
+            rollout::member::INSTALLED => counts.installed += n,
+            rollout::member::FAILED => counts.failed += n,
+            rollout::member::TIMEOUT => counts.timeout += n,
+            rollout::member::REVERTING => counts.reverting += n,
+            _ => counts.reverted += n,
         }
     }
+    let members = if with_members { app.store.members(&r.id).await? } else { Vec::new() };
     let (member_list, decisions) = if full {
         let d = app.store.decisions(&r.id).await?;
         (
-            Some(
+            with_members.then(|| {
                 members
                     .into_iter()
                     .map(|m| MemberView {
@@ -130,8 +131,8 @@ async fn view(app: &App, r: RolloutRow, full: bool) -> ApiResult<RolloutView> {
                         status: m.status,
                         release_counter: m.counter,
                     })
-                    .collect(),
-            ),
+                    .collect()
+            }),
             Some(
                 d.into_iter()
                     .map(|d| DecisionView {
@@ -180,7 +181,7 @@ pub async fn create(State(app): State<Arc<App>>, JsonBody(spec): JsonBody<Rollou
     // Start the first wave now rather than on the next tick.
     rollout::tick(&app).await;
     let r = app.store.rollout(&id).await?;
-    Ok((StatusCode::CREATED, axum::Json(view(&app, r, true).await?)).into_response())
+    Ok((StatusCode::CREATED, axum::Json(view(&app, r, true, true).await?)).into_response())
 }
 
 /// Lists rollouts, newest first.
@@ -201,22 +202,34 @@ pub async fn list(State(app): State<Arc<App>>, Q(page): Q<Page>) -> ApiResult<ax
         (rows.len() as i64 == limit).then(|| rows.last().map(|r| format!("{}.{}", r.created_ms, r.id))).flatten();
     let mut items = Vec::with_capacity(rows.len());
     for r in rows {
-        items.push(view(&app, r, false).await?);
+        items.push(view(&app, r, false, false).await?);
     }
     Ok(axum::Json(Paged { items, next_cursor: next }))
 }
 
-/// One rollout with its members and decisions.
-#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts", security(("token" = [])), params(("id" = String, Path)),
+/// Options of `GET /rollouts/{id}`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OneQuery {
+    /// Include every member with its status (large for big targets).
+    pub members: Option<bool>,
+}
+
+/// One rollout with its decisions (and members with `?members=true`).
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts", security(("token" = [])), params(("id" = String, Path), OneQuery),
     responses((status = 200, body = RolloutView), (status = 404, body = super::ErrorBody)))]
-pub async fn get_one(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<axum::Json<RolloutView>> {
+pub async fn get_one(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Q(q): Q<OneQuery>,
+) -> ApiResult<axum::Json<RolloutView>> {
     let r = app.store.rollout(&id).await?;
-    Ok(axum::Json(view(&app, r, true).await?))
+    Ok(axum::Json(view(&app, r, true, q.members.unwrap_or(false)).await?))
 }
 
 async fn act(app: Arc<App>, id: String, a: Action) -> ApiResult<axum::Json<RolloutView>> {
     let r = rollout::act(&app, &id, a, "API").await?;
-    Ok(axum::Json(view(&app, r, true).await?))
+    Ok(axum::Json(view(&app, r, true, false).await?))
 }
 
 /// Pauses a running rollout.
