@@ -409,6 +409,28 @@ pub fn cohort(
     c
 }
 
+/// [`cohort`] over stored telemetry rows of `devices` (`None`: all),
+/// decoded and merged on the blocking pool: thousands of windows take long
+/// enough to stall the API's async threads.
+pub async fn cohort_off_thread(
+    rows: Vec<(String, String, Vec<u8>)>,
+    devices: impl Into<Option<HashSet<String>>>,
+    profile: Option<std::sync::Arc<ReferenceProfile>>,
+    candidate: Option<[u8; 32]>,
+    source: &'static str,
+) -> Cohort {
+    let devices = devices.into();
+    tokio::task::spawn_blocking(move || {
+        let decoded: Vec<(String, Telemetry)> = match &devices {
+            Some(d) => decode(rows, d),
+            None => rows.into_iter().filter_map(|(d, _, b)| postcard::from_bytes(&b).ok().map(|t| (d, t))).collect(),
+        };
+        cohort(&decoded, profile.as_deref(), candidate.as_ref(), source)
+    })
+    .await
+    .unwrap_or_default()
+}
+
 fn decode(rows: Vec<(String, String, Vec<u8>)>, devices: &HashSet<String>) -> Vec<(String, Telemetry)> {
     rows.into_iter()
         .filter(|(d, _, _)| devices.contains(d))
@@ -693,19 +715,19 @@ async fn step(app: &App, id: &str) -> Result<(), RolloutError> {
     };
     let target_profile = app.profile(&c.target.package_sha256).await;
     status.canary =
-        cohort(&decode(canary_rows, &canaries), target_profile.as_deref(), shadow.then_some(&target_sha), "canaries");
+        cohort_off_thread(canary_rows, canaries, target_profile, shadow.then_some(target_sha), "canaries").await;
     if let Some(p) = &c.previous {
         let prev_profile = app.profile(&p.package_sha256).await;
         let control: HashSet<String> = live.keys().filter(|d| !member_ids.contains(*d)).cloned().collect();
         let rows = app.store.telemetry_between(Some(&p.package_sha256), installed_at, now).await?;
-        status.control = cohort(&decode(rows, &control), prev_profile.as_deref(), None, "control cohort");
+        status.control = cohort_off_thread(rows, control, prev_profile.clone(), None, "control cohort").await;
         if status.control.inferences < g.min_inferences {
             // No control left (last wave): the previous version on the same target, before this wave.
             let all: HashSet<String> = live.keys().cloned().collect();
             let from = c.r.wave_started_ms - app.cfg.window.as_millis() as i64;
             let rows = app.store.telemetry_between(Some(&p.package_sha256), from, c.r.wave_started_ms).await?;
             status.control =
-                cohort(&decode(rows, &all), prev_profile.as_deref(), None, "previous version before this wave");
+                cohort_off_thread(rows, all, prev_profile, None, "previous version before this wave").await;
         }
     }
     let enough = if shadow { status.canary.shadow_inferences } else { status.canary.inferences } >= g.min_inferences;

@@ -322,10 +322,8 @@ async fn refresh(app: &App) -> Result<()> {
     m.drift_psi.clear();
     for (model, version, sha) in app.store.versions_with_telemetry(now - window).await? {
         let rows = app.store.telemetry_between(Some(&sha), now - window, now).await?;
-        let decoded: Vec<(String, edgefleet_protocol::Telemetry)> =
-            rows.into_iter().filter_map(|(d, _, b)| postcard::from_bytes(&b).ok().map(|t| (d, t))).collect();
         let profile = app.profile(&sha).await;
-        let fleet = crate::rollout::cohort(&decoded, profile.as_deref(), None, "fleet");
+        let fleet = crate::rollout::cohort_off_thread(rows, None, profile, None, "fleet").await;
         let l = labels(&[("model", &model), ("version", &version)]);
         if let Some(p95) = fleet.p95_us {
             m.latency_p95_seconds.get_or_create(&l).set(p95 as f64 / 1e6);

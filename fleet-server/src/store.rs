@@ -9,6 +9,7 @@
 //! conditional `UPDATE` either backend applies atomically), so no rollout is
 //! ever driven twice.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -587,11 +588,24 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut d = device_row(r)?;
-            d.groups = self.groups_of(&d.id).await?;
-            out.push(d);
+        let mut out = rows.iter().map(device_row).collect::<std::result::Result<Vec<_>, _>>()?;
+        // Groups of the whole page in one query (ids are in order: a range).
+        if let (Some(first), Some(last)) = (out.first().map(|d| d.id.clone()), out.last().map(|d| d.id.clone())) {
+            let g = sqlx::query(
+                "SELECT device_id, group_name FROM device_groups WHERE device_id >= $1 AND device_id <= $2 \
+                 ORDER BY device_id, group_name",
+            )
+            .bind(&first)
+            .bind(&last)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut by: HashMap<String, Vec<String>> = HashMap::new();
+            for r in &g {
+                by.entry(r.try_get("device_id")?).or_default().push(r.try_get("group_name")?);
+            }
+            for d in &mut out {
+                d.groups = by.remove(&d.id).unwrap_or_default();
+            }
         }
         Ok(out)
     }
