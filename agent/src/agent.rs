@@ -54,20 +54,30 @@ struct Uplinker {
     /// How long an uplink waits for the server's acknowledgement before it
     /// is sent again (the server deduplicates by sequence number).
     resend_after: Duration,
+    /// What the spool directory holds, kept in memory (read from disk once
+    /// at start): listing the directory per uplink cost more than the rest
+    /// of sending once thousands of agents share a machine.
+    spooled: std::collections::BTreeSet<u64>,
+    /// The last sequence number reserved.
+    last_seq: u64,
 }
 
 impl Uplinker {
     async fn send(&mut self, payload: Payload) -> Result<()> {
-        let seq = self.store.next_seq()?;
+        let seq = self.last_seq + 1;
+        self.store.set_seq(seq)?;
+        self.last_seq = seq;
         let up = Uplink { device_id: self.device_id.clone(), seq, time_ms: now_ms(), payload };
         let bytes = Signed::sign(Kind::Uplink, &up, &[&self.key])?.to_bytes()?;
-        let spooled = self.store.spooled_seqs()?;
-        if spooled.len() >= self.limit {
-            warn!(dropped = spooled[0], "telemetry spool full: dropping the oldest uplink");
-            self.store.unspool(spooled[0]);
-            self.sent.remove(&spooled[0]);
+        if self.spooled.len() >= self.limit
+            && let Some(oldest) = self.spooled.pop_first()
+        {
+            warn!(dropped = oldest, "telemetry spool full: dropping the oldest uplink");
+            self.store.unspool(oldest);
+            self.sent.remove(&oldest);
         }
         self.store.spool(seq, &bytes)?;
+        self.spooled.insert(seq);
         if self.connected {
             self.publish(seq, bytes);
         }
@@ -92,12 +102,19 @@ impl Uplinker {
         if !self.connected {
             return Ok(());
         }
-        for seq in self.store.spooled_seqs()?.into_iter().take(RESEND_WINDOW) {
+        let window: Vec<u64> = self.spooled.iter().take(RESEND_WINDOW).copied().collect();
+        for seq in window {
             if !all && self.sent.get(&seq).is_some_and(|t| t.elapsed() < self.resend_after) {
                 continue;
             }
-            let bytes = self.store.spooled(seq)?;
-            self.publish(seq, bytes);
+            match self.store.spooled(seq) {
+                Ok(bytes) => self.publish(seq, bytes),
+                Err(e) => {
+                    // Gone from disk (removed by hand?): nothing left to send.
+                    warn!(seq, "spooled uplink unreadable, forgotten: {e:#}");
+                    self.spooled.remove(&seq);
+                }
+            }
         }
         Ok(())
     }
@@ -106,7 +123,9 @@ impl Uplinker {
     fn acked(&mut self, ack: &UplinkAck) {
         debug!(seqs = ?ack.seqs, "server acknowledged uplinks");
         for seq in &ack.seqs {
-            self.store.unspool(*seq);
+            if self.spooled.remove(seq) {
+                self.store.unspool(*seq);
+            }
             self.sent.remove(seq);
         }
     }
@@ -319,6 +338,8 @@ async fn run_inner(
         connected: false,
         sent: HashMap::new(),
         resend_after: Duration::from_millis(cfg.telemetry.resend_after_ms),
+        spooled: store.spooled_seqs()?.into_iter().collect(),
+        last_seq: store.last_seq()?,
     };
     for e in startup_events {
         up.send(Payload::Event(e)).await?;
@@ -436,8 +457,7 @@ async fn run_inner(
                     up.send(Payload::Event(Event::DriftDetected { psi, threshold: cfg.telemetry.drift_threshold })).await?;
                 }
                 up.resend(false)?;
-                let spooled = store.spooled_seqs().map(|s| s.len()).unwrap_or(0);
-                lock(&status)?.spooled = spooled;
+                lock(&status)?.spooled = up.spooled.len();
             }
         }
     }

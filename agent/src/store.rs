@@ -279,13 +279,28 @@ impl Store {
     /// # Errors
     /// I/O.
     pub fn next_seq(&self) -> Result<u64> {
-        let p = self.dir.join("seq");
-        let cur: u64 = fs::read_to_string(&p).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let next = self.last_seq()? + 1;
+        self.set_seq(next)?;
+        Ok(next)
+    }
+
+    /// The last sequence number reserved (0: none yet).
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn last_seq(&self) -> Result<u64> {
+        let cur: u64 = fs::read_to_string(self.dir.join("seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         // A spooled message from before a lost seq file still bounds it.
         let spooled = self.spooled_seqs()?.last().copied().unwrap_or(0);
-        let next = cur.max(spooled) + 1;
-        write_atomic(&p, next.to_string().as_bytes())?;
-        Ok(next)
+        Ok(cur.max(spooled))
+    }
+
+    /// Records `seq` as reserved (durably, before it is used).
+    ///
+    /// # Errors
+    /// I/O.
+    pub fn set_seq(&self, seq: u64) -> Result<()> {
+        write_atomic(&self.dir.join("seq"), seq.to_string().as_bytes())
     }
 
     fn spool_path(&self, seq: u64) -> PathBuf {
