@@ -237,56 +237,89 @@ fn agent(server: &str, token: &str) -> (ureq::Agent, String, String) {
     (a, server.trim_end_matches('/').to_string(), format!("Bearer {token}"))
 }
 
-/// Enrolls the fleet (or reads what an earlier run enrolled), calling
-/// `progress` after each device.
+/// Enrolls the fleet (or reads what an earlier run enrolled), eight
+/// devices at a time, calling `progress` with the number done.
 ///
 /// # Errors
 /// The server refuses (e.g. an id enrolled by someone else), or state cannot be written.
 pub fn enroll(o: &Options, progress: &mut dyn FnMut(usize)) -> Result<Vec<DeviceSpec>> {
-    let (http, base, auth) = agent(&o.server, &o.token);
     let counts = allocate(o.devices, &o.classes);
-    let mut out = Vec::with_capacity(o.devices);
+    let mut todo: Vec<(String, &Class)> = Vec::with_capacity(o.devices);
     for (class, &n) in o.classes.iter().zip(&counts) {
         for i in 0..n {
-            let id = format!("{}{}-{i:05}", o.prefix, class.platform);
-            let dir = o.state_dir.join(&id);
-            let saved = dir.join("enrolled.json");
-            if let Ok(text) = std::fs::read_to_string(&saved)
-                && let Ok(spec) = serde_json::from_str::<DeviceSpec>(&text)
-            {
-                out.push(spec);
-                progress(out.len());
-                continue;
-            }
-            let store = edgefleet_agent::store::Store::open(&dir.join("state"))?;
-            let key = store.device_key()?;
-            let body = json!({"id": id, "platform": class.platform, "hardware_id": class.hardware,
-                "public_key": edgefleet_protocol::hex32(&key.public().0), "groups": [class.group]});
-            let mut r = http
-                .post(format!("{base}/api/v1/devices"))
-                .header("authorization", &auth)
-                .send_json(&body)
-                .with_context(|| format!("enrolling {id}: cannot reach {base}"))?;
-            let status = r.status();
-            let v: Value = r.body_mut().read_json().unwrap_or(Value::Null);
-            if !status.is_success() {
-                bail!("enrolling {id}: {status}: {}", v["error"].as_str().unwrap_or("?"));
-            }
-            let spec = DeviceSpec {
-                id: id.clone(),
-                platform: class.platform.clone(),
-                hardware: class.hardware.clone(),
-                group: class.group.clone(),
-                mqtt: o.mqtt.clone().unwrap_or_else(|| v["mqtt"].as_str().unwrap_or("127.0.0.1:1883").to_string()),
-                password: v["mqtt_password"].as_str().unwrap_or_default().to_string(),
-                downlink_key: v["downlink_key"].as_str().unwrap_or_default().to_string(),
-            };
-            crate::cmd::write_atomic(&saved, serde_json::to_string(&spec)?.as_bytes())?;
-            out.push(spec);
-            progress(out.len());
+            todo.push((format!("{}{}-{i:05}", o.prefix, class.platform), class));
         }
     }
+    let done = AtomicU64::new(0);
+    let per = todo.len().div_ceil(8).max(1);
+    let results: Vec<Result<Vec<DeviceSpec>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = todo
+            .chunks(per)
+            .map(|chunk| {
+                let done = &done;
+                s.spawn(move || {
+                    let (http, base, auth) = agent(&o.server, &o.token);
+                    chunk
+                        .iter()
+                        .map(|(id, class)| {
+                            let r = enroll_one(o, &http, &base, &auth, id, class);
+                            done.fetch_add(1, Ordering::Relaxed);
+                            r
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        while !handles.iter().all(|h| h.is_finished()) {
+            progress(done.load(Ordering::Relaxed) as usize);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        progress(done.load(Ordering::Relaxed) as usize);
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("enrollment thread panicked"))))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(o.devices);
+    for r in results {
+        out.extend(r?);
+    }
     Ok(out)
+}
+
+fn enroll_one(o: &Options, http: &ureq::Agent, base: &str, auth: &str, id: &str, class: &Class) -> Result<DeviceSpec> {
+    let dir = o.state_dir.join(id);
+    let saved = dir.join("enrolled.json");
+    if let Ok(text) = std::fs::read_to_string(&saved)
+        && let Ok(spec) = serde_json::from_str::<DeviceSpec>(&text)
+    {
+        return Ok(spec);
+    }
+    let store = edgefleet_agent::store::Store::open(&dir.join("state"))?;
+    let key = store.device_key()?;
+    let body = json!({"id": id, "platform": class.platform, "hardware_id": class.hardware,
+        "public_key": edgefleet_protocol::hex32(&key.public().0), "groups": [class.group]});
+    let mut r = http
+        .post(format!("{base}/api/v1/devices"))
+        .header("authorization", auth)
+        .send_json(&body)
+        .with_context(|| format!("enrolling {id}: cannot reach {base}"))?;
+    let status = r.status();
+    let v: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("enrolling {id}: {status}: {}", v["error"].as_str().unwrap_or("?"));
+    }
+    let spec = DeviceSpec {
+        id: id.to_string(),
+        platform: class.platform.clone(),
+        hardware: class.hardware.clone(),
+        group: class.group.clone(),
+        mqtt: o.mqtt.clone().unwrap_or_else(|| v["mqtt"].as_str().unwrap_or("127.0.0.1:1883").to_string()),
+        password: v["mqtt_password"].as_str().unwrap_or_default().to_string(),
+        downlink_key: v["downlink_key"].as_str().unwrap_or_default().to_string(),
+    };
+    crate::cmd::write_atomic(&saved, serde_json::to_string(&spec)?.as_bytes())?;
+    Ok(spec)
 }
 
 /// Counters over the whole simulated fleet.
