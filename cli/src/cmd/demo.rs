@@ -202,9 +202,9 @@ impl Api {
 }
 
 fn gates() -> Value {
-    // Short soaks for a demo. p95 limit 2.5x: on a shared 2-core machine the
-    // whole fleet, the server and the compiler compete for the cores.
-    json!({"soak_s": 3, "min_inferences": 60, "install_timeout_s": 180, "max_wave_s": 300, "max_p95_latency_ratio": 2.5})
+    // Short soaks for a demo. p95 limit 4x: on a shared 2-core machine the
+    // whole fleet and the server (and in CI other tests) compete for the cores.
+    json!({"soak_s": 3, "min_inferences": 60, "install_timeout_s": 180, "max_wave_s": 300, "max_p95_latency_ratio": 4.0})
 }
 
 /// From a rollout's creation to its last change.

@@ -43,8 +43,9 @@ fn two_replicas_share_postgres_and_never_drive_a_rollout_twice() {
         .collect();
     let apis: Vec<String> = agents.iter_mut().map(AgentProc::api).collect();
     let traffic = Traffic::start(apis, 3);
-    // Latency limit loosened as in `rollouts.rs` (shared 2-core machine).
-    let gates = json!({ "soak_s": 2, "min_inferences": 20, "install_timeout_s": 120, "max_wave_s": 180, "max_p95_latency_ratio": 2.5 });
+    // No latency gate: this test is about replicas, and under CI load (other
+    // fleet tests in parallel on 2 cores) p95s of a few devices vary by 3x.
+    let gates = json!({ "soak_s": 2, "min_inferences": 20, "install_timeout_s": 120, "max_wave_s": 180, "max_p95_latency_ratio": null });
 
     let r1 = a.ok(
         "POST",

@@ -13,13 +13,13 @@ use crate::support::*;
 const FLEET: [(&str, &str, usize); 4] =
     [("linux-arm", "rpi4", 8), ("android", "pixel7", 6), ("ios", "iphone14", 4), ("linux", "nuc", 2)];
 
-/// Short soaks for a test. The p95 latency limit is 2.5x rather than the
-/// default 1.5x: on this 2-core machine 20 agents, the server and the
-/// traffic share the cores, and two cohorts' p95 over a few dozen
-/// inferences differ by up to 2x on the same package. The gate's arithmetic
+/// Short soaks for a test. The p95 latency limit is 4x rather than the
+/// default 1.5x: on this 2-core machine 20 agents, the server, the traffic
+/// and the other fleet tests share the cores, and two cohorts' p95 over a
+/// few dozen inferences differ by up to 3.3x on the same package. The gate's arithmetic
 /// is unit-tested (`rollout::tests::latency_regression_fails`).
 fn gates() -> Value {
-    json!({ "soak_s": 2, "min_inferences": 40, "install_timeout_s": 120, "max_wave_s": 120, "max_p95_latency_ratio": 2.5 })
+    json!({ "soak_s": 2, "min_inferences": 40, "install_timeout_s": 120, "max_wave_s": 120, "max_p95_latency_ratio": 4.0 })
 }
 
 fn decisions(r: &Value) -> Vec<(String, String)> {
