@@ -973,22 +973,6 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Adds a member (ignored if it already is one).
-    pub async fn add_member(&self, rollout_id: &str, device_id: &str, wave: i64, counter: i64, now: i64) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO rollout_members (rollout_id, device_id, wave, counter, status, updated_ms) \
-             VALUES ($1, $2, $3, $4, 'pending', $5) ON CONFLICT (rollout_id, device_id) DO NOTHING",
-        )
-        .bind(rollout_id)
-        .bind(device_id)
-        .bind(wave)
-        .bind(counter)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Members of a rollout counted by status.
     pub async fn member_counts(&self, rollout_id: &str) -> Result<Vec<(String, i64)>> {
         let rows =
