@@ -5,6 +5,9 @@
 //! - [`reference`](mod@reference): portable reference kernels, bit-identical to TFLite
 //!   Micro's reference integer kernels (double-rounding build). They are the
 //!   definition of correct for every faster implementation.
+//! - [`fast`]: the same kernels with SIMD (x86-64 AVX2 / AVX-512 VNNI),
+//!   chosen once per process, over weights packed at load time; bit-identical
+//!   to the reference.
 //! - `testing` (feature `testing`): a property-test battery that checks a
 //!   candidate kernel set bit-for-bit against [`reference`](mod@reference).
 //!
@@ -18,9 +21,10 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-#[cfg(any(test, feature = "testing"))]
+#[cfg(any(test, feature = "testing", feature = "std"))]
 extern crate std;
 
+pub mod fast;
 pub mod quant;
 pub mod reference;
 #[cfg(any(test, feature = "testing"))]

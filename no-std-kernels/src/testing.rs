@@ -233,7 +233,10 @@ pub struct ConvCase {
 pub fn conv_case() -> impl Strategy<Value = ConvCase> {
     (
         (1usize..=2, 1usize..=8, 1usize..=8),
-        (1usize..=3, 1usize..=4, 1usize..=4),
+        // (groups, in channels per group, filters per group): small grouped
+        // layers, and wide ungrouped ones (several 16-channel blocks and
+        // depths that are not a multiple of 4, for the GEMM fast paths).
+        prop_oneof![(1usize..=3, 1usize..=4, 1usize..=4), (Just(1usize), 1usize..=40, 1usize..=40)],
         (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
         (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3),
         (input_offset(), zero_point(), clamp()),
@@ -300,7 +303,7 @@ pub struct DepthwiseCase {
 /// Random depthwise convolutions.
 pub fn depthwise_case() -> impl Strategy<Value = DepthwiseCase> {
     (
-        (1usize..=2, 1usize..=8, 1usize..=8, 1usize..=6, 1usize..=3),
+        (1usize..=2, 1usize..=8, 1usize..=8, prop_oneof![1usize..=6, 1usize..=40], 1usize..=3),
         (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
         (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3),
         (input_offset(), zero_point(), clamp()),
@@ -365,7 +368,7 @@ pub struct FullyConnectedCase {
 
 /// Random fully connected layers.
 pub fn fully_connected_case() -> impl Strategy<Value = FullyConnectedCase> {
-    ((0usize..=3, 1usize..=64, 1usize..=16), (input_offset(), zero_point(), clamp())).prop_flat_map(
+    ((0usize..=6, 1usize..=64, 1usize..=40), (input_offset(), zero_point(), clamp())).prop_flat_map(
         |((batches, in_d, out_d), (io, oo, cl))| {
             (
                 prop::collection::vec(any::<i8>(), batches * in_d),

@@ -4,6 +4,7 @@
 //! included); weights, biases and requantization tables are read in place from
 //! the package. Nothing is allocated, before or during a run.
 
+use edgefleet_kernels::fast::{self, Isa, PackedFilter};
 use edgefleet_kernels::reference::{
     self, AddParams, ConvParams, DepthwiseParams, FullyConnectedParams, PoolParams, RequantizeParams, SoftmaxOutput,
     SoftmaxParams,
@@ -24,6 +25,8 @@ use crate::op::Op;
 pub struct Interpreter<'m, 'p, 'a> {
     model: &'m Model<'p>,
     arena: &'a mut [u8],
+    #[cfg(feature = "alloc")]
+    packed: Option<&'m crate::PackedWeights>,
 }
 
 impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
@@ -37,7 +40,43 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
         if arena.len() < needed {
             return Err(RunError::ArenaTooSmall { needed, given: arena.len() });
         }
-        Ok(Interpreter { model, arena: &mut arena[..needed] })
+        Ok(Interpreter {
+            model,
+            arena: &mut arena[..needed],
+            #[cfg(feature = "alloc")]
+            packed: None,
+        })
+    }
+
+    /// Uses weights packed for the fast GEMM kernels (see
+    /// [`crate::PackedWeights`]; [`crate::OwnedModel::packed`] has them).
+    /// Without packed weights, convolutions and fully connected layers run
+    /// the reference kernels. Packed weights of another model are ignored
+    /// op by op (their shapes do not match).
+    #[cfg(feature = "alloc")]
+    #[must_use]
+    pub fn with_packed(mut self, packed: &'m crate::PackedWeights) -> Self {
+        self.packed = Some(packed);
+        self
+    }
+
+    /// The instruction set the kernels use in this process
+    /// (`edgefleet_kernels::fast::active`; `EDGEFLEET_KERNELS=reference`
+    /// forces the portable kernels).
+    pub fn kernels(&self) -> Isa {
+        fast::active()
+    }
+
+    fn packed_for(&self, i: usize) -> Option<PackedFilter<'m>> {
+        #[cfg(feature = "alloc")]
+        {
+            self.packed.and_then(|p| p.get(i))
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = i;
+            None
+        }
     }
 
     /// The model being run.
@@ -115,6 +154,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
 
     fn run_op(&mut self, i: usize) -> Result<(), KernelError> {
         let model = self.model;
+        let packed = self.packed_for(i);
         let op = model.op(i).ok_or(KernelError::InvalidParameter)?;
         let tensor = |t: u16| model.slot(t).ok_or(KernelError::InvalidParameter);
         let out = tensor(op.output())?;
@@ -172,12 +212,13 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     output_offset: y_zp,
                     clamp,
                 };
-                reference::conv2d_i8(
+                fast::conv2d_i8(
                     &p,
                     dims(&xi)?,
                     x,
                     dims(&wi)?,
                     w,
+                    packed.as_ref(),
                     ints(bias)?,
                     table(requant_offset, requant_count)?,
                     dims(&out)?,
@@ -208,7 +249,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     },
                     depth_multiplier,
                 };
-                reference::depthwise_conv2d_i8(
+                fast::depthwise_conv2d_i8(
                     &p,
                     dims(&xi)?,
                     x,
@@ -228,12 +269,13 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     _ => return Err(KernelError::ShapeMismatch),
                 };
                 let p = FullyConnectedParams { input_offset: -zp(&xi), output_offset: y_zp, clamp };
-                reference::fully_connected_i8(
+                fast::fully_connected_i8(
                     &p,
                     x.len() / n.max(1),
                     x,
                     (o, n),
                     w,
+                    packed.as_ref(),
                     ints(bias)?,
                     table(requant_offset, requant_count)?,
                     output,
@@ -255,7 +297,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     output_shift: rescale[2].1,
                     clamp,
                 };
-                reference::add_i8(&p, a, b, output)
+                fast::add_i8(&p, a, b, output)
             }
             Op::AveragePool2d { input, geometry, clamp, .. } | Op::MaxPool2d { input, geometry, clamp, .. } => {
                 let (x, xi) = act(input)?;

@@ -18,8 +18,12 @@
 //! On a microcontroller, embed the package with [`include_package!`] (which
 //! aligns it) and give the interpreter a `static mut` or stack arena.
 //!
-//! The package layout is in [`format`] and `docs/package-format.md`; the
-//! kernels are `edgefleet-kernels`' reference kernels.
+//! The package layout is in [`format`] and `docs/package-format.md`. The
+//! kernels are `edgefleet-kernels`' fast paths (AVX2 / AVX-512 VNNI on x86-64
+//! hosts, probed once; set `EDGEFLEET_KERNELS=reference` to force the
+//! portable ones), bit-identical to its reference kernels. Hosts should load
+//! through [`OwnedModel`] and call [`Interpreter::with_packed`], which gives
+//! the GEMM kernels their pre-packed weights.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
 
@@ -32,13 +36,18 @@ mod interp;
 pub mod model;
 pub mod op;
 #[cfg(feature = "alloc")]
+pub mod packed;
+#[cfg(feature = "alloc")]
 pub mod writer;
 
+pub use edgefleet_kernels::fast::Isa;
 pub use error::{LoadError, RunError};
 pub use format::{DType, OpCode, SectionKind, Storage};
 pub use interp::Interpreter;
 pub use model::{IoInfo, Model, Quantization, Shape, TensorInfo};
 pub use op::Op;
+#[cfg(feature = "alloc")]
+pub use packed::PackedWeights;
 
 /// Embeds a package in the binary, 16-byte aligned, as a `&'static [u8]`.
 ///
@@ -64,18 +73,39 @@ macro_rules! include_package {
 pub struct OwnedModel {
     bytes: AlignedBytes,
     layout: model::Layout,
+    packed: PackedWeights,
 }
 
 #[cfg(feature = "alloc")]
 impl OwnedModel {
-    /// Copies `bytes` into an aligned buffer and validates them.
+    /// Copies `bytes` into an aligned buffer, validates them and packs the
+    /// weights for the fast kernels ([`PackedWeights`]).
     ///
     /// # Errors
     /// As [`Model::load`].
     pub fn load(bytes: &[u8]) -> Result<OwnedModel, LoadError> {
         let bytes = AlignedBytes::from_slice(bytes);
-        let layout = Model::load(&bytes)?.layout();
-        Ok(OwnedModel { bytes, layout })
+        let model = Model::load(&bytes)?;
+        let layout = model.layout();
+        let packed = PackedWeights::for_model(&model);
+        Ok(OwnedModel { bytes, layout, packed })
+    }
+
+    /// The weights packed for the fast kernels: pass them to
+    /// [`Interpreter::with_packed`].
+    ///
+    /// ```no_run
+    /// # use edgefleet_runtime::{Interpreter, OwnedModel};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let owned = OwnedModel::load(&std::fs::read("kws.efm")?)?;
+    /// let model = owned.model();
+    /// let mut arena = vec![0u8; model.arena_size()];
+    /// let mut it = Interpreter::new(&model, &mut arena)?.with_packed(owned.packed());
+    /// it.invoke()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn packed(&self) -> &PackedWeights {
+        &self.packed
     }
 
     /// The validated model.

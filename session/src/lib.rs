@@ -125,7 +125,8 @@ impl Session {
     pub fn invoke(&mut self) -> Result<(), SessionError> {
         self.has_run = false;
         let model = self.owned.model();
-        let mut it = Interpreter::new(&model, &mut self.arena).map_err(SessionError::Run)?;
+        let mut it =
+            Interpreter::new(&model, &mut self.arena).map_err(SessionError::Run)?.with_packed(self.owned.packed());
         for (i, x) in self.inputs.iter().enumerate() {
             it.input_mut(i).map_err(SessionError::Run)?.copy_from_slice(x);
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use edgefleet_runtime::Interpreter;
+use edgefleet_runtime::{Interpreter, PackedWeights};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -28,6 +28,10 @@ pub struct Args {
     /// Print the statistics as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also time every op on its own (median over the runs) and print where
+    /// the time goes, with each op's MACs per second.
+    #[arg(long)]
+    pub per_op: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -60,7 +64,8 @@ pub fn run(a: Args) -> Result<()> {
                 .collect()
         })
         .collect();
-    let mut it = Interpreter::new(&model, &mut arena)?;
+    let packed = PackedWeights::for_model(&model);
+    let mut it = Interpreter::new(&model, &mut arena)?.with_packed(&packed);
     let given = match &a.input {
         Some(p) => Some(npy::read(p)?),
         None => None,
@@ -106,14 +111,37 @@ pub fn run(a: Args) -> Result<()> {
         bar.inc(1);
     }
     let mut times = Vec::with_capacity(a.runs);
+    let ops = model.op_count();
+    let mut op_times: Vec<Vec<f64>> = vec![Vec::with_capacity(if a.per_op { a.runs } else { 0 }); ops];
     for _ in 0..a.runs {
         fill(&mut it)?;
         let t = Instant::now();
         it.invoke()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        if a.per_op {
+            fill(&mut it)?;
+            for (i, samples) in op_times.iter_mut().enumerate() {
+                let t = Instant::now();
+                it.invoke_op(i)?;
+                samples.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let kernels = it.kernels();
+    let per_op: Vec<(usize, String, u64, f64)> = op_times
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(i, s)| {
+            s.sort_by(f64::total_cmp);
+            let op = model.op(i);
+            let name = op.as_ref().map_or_else(|| "?".to_string(), |op| format!("{:?}", op.code()));
+            let macs = op.as_ref().map_or(0, |op| super::inspect::op_macs(&model, op));
+            (i, name, macs, percentile(s, 50.0))
+        })
+        .collect();
     times.sort_by(f64::total_cmp);
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let (median, p90, p99) = (percentile(&times, 50.0), percentile(&times, 90.0), percentile(&times, 99.0));
@@ -123,13 +151,27 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::to_string_pretty(&json!({
                 "package": a.package, "runs": a.runs, "warmup": a.warmup,
                 "median_ms": median, "p90_ms": p90, "p99_ms": p99, "min_ms": times[0], "mean_ms": mean,
-                "arena_bytes": model.arena_size(), "kernels": "reference",
+                "arena_bytes": model.arena_size(), "kernels": kernels.name(),
+                "per_op": per_op.iter().map(|(i, name, macs, ms)| json!({"op": i, "kind": name, "macs": macs, "median_ms": ms})).collect::<Vec<_>>(),
             }))?
         );
         return Ok(());
     }
-    outln!("{}: {} runs after {} warm-up, reference kernels, 1 thread", a.package.display(), a.runs, a.warmup);
+    outln!("{}: {} runs after {} warm-up, {kernels} kernels, 1 thread", a.package.display(), a.runs, a.warmup);
     outln!("  median {median:.4} ms   p90 {p90:.4} ms   p99 {p99:.4} ms   min {:.4} ms   mean {mean:.4} ms", times[0]);
     outln!("  arena {} bytes", thousands(model.arena_size() as u64));
+    if !per_op.is_empty() {
+        let total: f64 = per_op.iter().map(|p| p.3).sum();
+        outln!("  {:>3}  {:<16} {:>11} {:>10} {:>6} {:>9}", "op", "kind", "MACs", "ms", "share", "GMAC/s");
+        for (i, name, macs, ms) in &per_op {
+            let rate = if *macs > 0 && *ms > 0.0 { format!("{:.1}", *macs as f64 / (ms * 1e6)) } else { String::new() };
+            outln!(
+                "  {i:>3}  {name:<16} {:>11} {ms:>10.4} {:>5.1}% {rate:>9}",
+                thousands(*macs),
+                100.0 * ms / total.max(f64::MIN_POSITIVE)
+            );
+        }
+        outln!("  sum of per-op medians {total:.4} ms");
+    }
     Ok(())
 }

@@ -183,7 +183,7 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn op_macs(m: &Model, op: &Op) -> u64 {
+pub(crate) fn op_macs(m: &Model, op: &Op) -> u64 {
     let el = |t: u16| m.tensor(t).map_or(0, |t| t.shape.elements() as u64);
     let dims = |t: u16| m.tensor(t).map(|t| t.shape.dims().to_vec()).unwrap_or_default();
     match *op {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use edgefleet_runtime::Interpreter;
+use edgefleet_runtime::{Interpreter, PackedWeights};
 use serde_json::json;
 
 use super::{load, read_package, shape_str};
@@ -75,8 +75,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut arena = vec![0u8; model.arena_size()];
     let mut out_i8: Vec<i8> = Vec::with_capacity(samples * n_out);
     let mut out_f32: Vec<f32> = Vec::with_capacity(samples * n_out);
+    let packed = PackedWeights::for_model(&model);
     for s in 0..samples {
-        let mut it = Interpreter::new(&model, &mut arena)?;
+        let mut it = Interpreter::new(&model, &mut arena)?.with_packed(&packed);
         match &x.values {
             Values::I8(v) => it.input_mut(0)?.copy_from_slice(&v[s * n_in..(s + 1) * n_in]),
             Values::F32(v) => it.set_input_f32(0, &v[s * n_in..(s + 1) * n_in])?,

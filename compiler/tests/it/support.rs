@@ -52,7 +52,8 @@ impl Runner {
     /// Runs on int8 input, returns int8 output 0.
     pub fn run_i8(&mut self, x: &[i8]) -> Vec<i8> {
         let model = Model::load(&self.bytes).expect("package loads");
-        let mut it = Interpreter::new(&model, &mut self.arena).expect("arena");
+        let packed = edgefleet_runtime::PackedWeights::for_model(&model);
+        let mut it = Interpreter::new(&model, &mut self.arena).expect("arena").with_packed(&packed);
         it.input_mut(0).expect("input").copy_from_slice(x);
         it.invoke().expect("invoke");
         it.output(0).expect("output").to_vec()
@@ -62,7 +63,8 @@ impl Runner {
     pub fn run_f32(&mut self, x: &[f32]) -> Vec<f32> {
         let model = Model::load(&self.bytes).expect("package loads");
         let n = model.output(0).expect("output").tensor.shape.elements();
-        let mut it = Interpreter::new(&model, &mut self.arena).expect("arena");
+        let packed = edgefleet_runtime::PackedWeights::for_model(&model);
+        let mut it = Interpreter::new(&model, &mut self.arena).expect("arena").with_packed(&packed);
         it.set_input_f32(0, x).expect("input");
         it.invoke().expect("invoke");
         let mut out = vec![0f32; n];

@@ -361,7 +361,8 @@ fn owned_model_matches_a_borrowed_one() {
         }
         let run = |model: &edgefleet_runtime::Model<'_>| {
             let mut arena = vec![0u8; model.arena_size()];
-            let mut it = edgefleet_runtime::Interpreter::new(model, &mut arena).expect("arena");
+            let packed = edgefleet_runtime::PackedWeights::for_model(model);
+            let mut it = edgefleet_runtime::Interpreter::new(model, &mut arena).expect("arena").with_packed(&packed);
             for k in 0..model.input_count() {
                 it.input_mut(k)
                     .expect("input")

@@ -1,0 +1,1011 @@
+//! Fast paths: the same kernels as [`reference`](crate::reference), bit for
+//! bit, using the SIMD instructions of the machine.
+//!
+//! - **Which ISA**: [`active`] picks the best instruction set once per
+//!   process. On hosts (feature `std`) it probes the CPU at run time; without
+//!   `std` (microcontrollers) it uses what the build targets
+//!   (`-C target-feature` / `target-cpu`). With `std`, the environment
+//!   variable `EDGEFLEET_KERNELS` caps the choice: `reference` forces the
+//!   portable kernels (CI runs every test both ways), `avx2` stops below
+//!   AVX-512, `auto` (or unset) takes the best.
+//! - **Packed weights**: convolution and fully connected run as an int8 GEMM
+//!   over weights packed once, at load time, into [`PackedFilter`]'s layout
+//!   (16 output channels × 4 depth values per 64-byte block, plus per-channel
+//!   weight sums). The package keeps the portable OHWI layout, so one signed
+//!   package serves every device; hosts with an allocator pack when they load
+//!   it (`edgefleet_runtime::OwnedModel`), as XNNPACK and ONNX Runtime do.
+//! - **Exactness**: int32 accumulation wraps exactly as the reference's, and
+//!   `Σ w·(x + off)` is computed as `Σ w·x' + (off − 128)·Σ w` with
+//!   `x' = x + 128` (the unsigned operand VNNI needs) — the same value modulo
+//!   2^32. Requantization is the TFLite double-rounding arithmetic, lane by
+//!   lane. [`crate::testing`]'s battery proves each ISA equal to the
+//!   reference on random shapes and parameters.
+//!
+//! Each entry point validates its arguments as the reference does and falls
+//! back to the reference for shapes the fast path does not cover (grouped
+//! convolution, depth multiplier > 1, very deep or very wide layers).
+
+use crate::reference::common::{
+    check_bias, check_clamp, check_input_offset, check_len, check_len2, check_positive, check_requant, check_window,
+    check_zero_point,
+};
+use crate::reference::{self, AddParams, ConvParams, DepthwiseParams, FullyConnectedParams};
+use crate::{Clamp, Dims4, KernelError, Requant};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "arm")]
+mod cortex_m;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// An instruction set the kernels can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Isa {
+    /// The portable [`reference`](crate::reference) kernels.
+    Reference,
+    /// x86-64 AVX2.
+    Avx2,
+    /// x86-64 AVX-512 (F, BW, VL) with VNNI (`vpdpbusd`).
+    Avx512Vnni,
+    /// AArch64 Advanced SIMD (every AArch64 CPU).
+    Neon,
+    /// AArch64 Advanced SIMD with the dot product extension (`sdot`).
+    NeonDot,
+    /// 32-bit Arm with the DSP extension (`smlad`): Cortex-M4/M7/M33 and
+    /// ARMv7-A. Chosen at compile time (`target_feature = "dsp"`/`"v6"`).
+    Dsp,
+}
+
+/// Every ISA, in order of preference within its architecture.
+const ALL: [Isa; 6] = [Isa::Reference, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot, Isa::Dsp];
+
+impl Isa {
+    /// Lower-case name, as accepted by `EDGEFLEET_KERNELS`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Reference => "reference",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neondot",
+            Isa::Dsp => "dsp",
+        }
+    }
+
+    /// Parses a name as printed by [`Isa::name`].
+    pub fn from_name(name: &str) -> Option<Isa> {
+        ALL.into_iter().find(|isa| isa.name().eq_ignore_ascii_case(name))
+    }
+
+    const fn code(self) -> u8 {
+        match self {
+            Isa::Reference => 1,
+            Isa::Avx2 => 2,
+            Isa::Avx512Vnni => 3,
+            Isa::Neon => 4,
+            Isa::NeonDot => 5,
+            Isa::Dsp => 6,
+        }
+    }
+
+    const fn from_code(code: u8) -> Isa {
+        match code {
+            2 => Isa::Avx2,
+            3 => Isa::Avx512Vnni,
+            4 => Isa::Neon,
+            5 => Isa::NeonDot,
+            6 => Isa::Dsp,
+            _ => Isa::Reference,
+        }
+    }
+}
+
+impl core::fmt::Display for Isa {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether this CPU (or, without `std`, this build) can run `isa`.
+pub fn supported(isa: Isa) -> bool {
+    match isa {
+        Isa::Reference => true,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::has_avx2(),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => x86::has_avx512vnni(),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => aarch64::has_neon(),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => aarch64::has_dotprod(),
+        #[cfg(target_arch = "arm")]
+        Isa::Dsp => cortex_m::has_dsp(),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// Every ISA this CPU supports, best last.
+pub fn all_supported() -> impl Iterator<Item = Isa> {
+    ALL.into_iter().filter(|&isa| supported(isa))
+}
+
+static ACTIVE: AtomicU8 = AtomicU8::new(0);
+
+/// The ISA the kernels use: the best [`supported`] one, capped by
+/// `EDGEFLEET_KERNELS` (with `std`). Probed once, then one atomic load.
+pub fn active() -> Isa {
+    match ACTIVE.load(Ordering::Relaxed) {
+        0 => {
+            let isa = probe();
+            ACTIVE.store(isa.code(), Ordering::Relaxed);
+            isa
+        }
+        code => Isa::from_code(code),
+    }
+}
+
+/// Overrides [`active`] for the whole process (for benchmarks and embedders
+/// that read their own configuration); an unsupported ISA is capped to the
+/// best supported one below it. Returns the ISA now active.
+pub fn set_active(isa: Isa) -> Isa {
+    let isa = all_supported().filter(|&s| s <= isa).last().unwrap_or(Isa::Reference);
+    ACTIVE.store(isa.code(), Ordering::Relaxed);
+    isa
+}
+
+fn probe() -> Isa {
+    let best = all_supported().last().unwrap_or(Isa::Reference);
+    #[cfg(feature = "std")]
+    {
+        if let Ok(wanted) = std::env::var("EDGEFLEET_KERNELS") {
+            if wanted.is_empty() || wanted.eq_ignore_ascii_case("auto") {
+                return best;
+            }
+            if let Some(cap) = Isa::from_name(&wanted) {
+                return all_supported().filter(|&s| s <= cap).last().unwrap_or(Isa::Reference);
+            }
+        }
+    }
+    best
+}
+
+// ---------------------------------------------------------------------------
+// Packed weights
+// ---------------------------------------------------------------------------
+
+/// Output channels per packed block.
+pub const PACK_N: usize = 16;
+/// Depth values per packed group.
+pub const PACK_K: usize = 4;
+
+/// Weights of a convolution or fully connected layer packed for the GEMM
+/// kernels: `data` holds `ceil(n/16)` blocks, each `ceil(k/4)` groups of
+/// 16 channels × 4 depth values (`data[((b·K4 + q)·16 + j)·4 + r] =
+/// w[16b + j][4q + r]`, zero outside the matrix); `colsum[c] = Σ_k w[c][k]`
+/// (padded to whole blocks with zeros). Built by [`pack_filter`].
+#[derive(Clone, Copy, Debug)]
+pub struct PackedFilter<'a> {
+    /// Output channels (rows of the unpacked `[n, k]` matrix).
+    pub n: usize,
+    /// Depth: `kh · kw · in_c` for a convolution, `in` for fully connected.
+    pub k: usize,
+    /// The packed values, [`packed_len`]`(n, k).0` bytes.
+    pub data: &'a [i8],
+    /// Per-channel weight sums, [`packed_len`]`(n, k).1` entries.
+    pub colsum: &'a [i32],
+}
+
+/// `(data bytes, colsum entries)` for packing an `[n, k]` matrix, or `None`
+/// on overflow.
+pub fn packed_len(n: usize, k: usize) -> Option<(usize, usize)> {
+    let nb = n.div_ceil(PACK_N);
+    let data = nb.checked_mul(k.div_ceil(PACK_K))?.checked_mul(PACK_N * PACK_K)?;
+    Some((data, nb * PACK_N))
+}
+
+/// Packs the row-major `[n, k]` matrix `w` (an OHWI filter is `[out_c,
+/// kh·kw·in_c]`) into `data` and `colsum`, sized by [`packed_len`].
+///
+/// # Errors
+/// [`KernelError::ShapeMismatch`] if a slice has the wrong length.
+pub fn pack_filter(n: usize, k: usize, w: &[i8], data: &mut [i8], colsum: &mut [i32]) -> Result<(), KernelError> {
+    check_len2(w.len(), n, k)?;
+    let (dlen, clen) = packed_len(n, k).ok_or(KernelError::ShapeMismatch)?;
+    if data.len() != dlen || colsum.len() != clen {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let k4 = k.div_ceil(PACK_K);
+    data.fill(0);
+    colsum.fill(0);
+    for (c, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+        let (b, j) = (c / PACK_N, c % PACK_N);
+        let mut sum = 0i32;
+        for (kk, &v) in row.iter().enumerate() {
+            let (q, r) = (kk / PACK_K, kk % PACK_K);
+            data[((b * k4 + q) * PACK_N + j) * PACK_K + r] = v;
+            sum = sum.wrapping_add(i32::from(v));
+        }
+        colsum[c] = sum;
+    }
+    Ok(())
+}
+
+impl PackedFilter<'_> {
+    fn matches(&self, n: usize, k: usize) -> bool {
+        self.n == n
+            && self.k == k
+            && packed_len(n, k).is_some_and(|(d, c)| self.data.len() == d && self.colsum.len() == c)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The GEMM driver shared by convolution and fully connected
+// ---------------------------------------------------------------------------
+
+/// Rows (output pixels) per micro-kernel call.
+const MR: usize = 4;
+/// Deepest `k` the fast path takes (patch rows live on the stack).
+const MAX_K: usize = 4096;
+/// Widest `n` the fast path takes (per-channel epilogue on the stack).
+const MAX_N: usize = 1024;
+
+/// Per-channel output stage, expanded to whole 16-channel blocks.
+struct Epilogue {
+    /// `bias[c] + (input_offset − 128) · colsum[c]`.
+    corr: [i32; MAX_N],
+    multiplier: [i32; MAX_N],
+    left_shift: [i32; MAX_N],
+    right_shift: [i32; MAX_N],
+    output_offset: i32,
+    clamp: Clamp,
+}
+
+impl Epilogue {
+    fn new(
+        packed: &PackedFilter<'_>,
+        bias: Option<&[i32]>,
+        requant: &Requant<'_>,
+        input_offset: i32,
+        output_offset: i32,
+        clamp: Clamp,
+    ) -> Epilogue {
+        let mut e = Epilogue {
+            corr: [0; MAX_N],
+            multiplier: [0; MAX_N],
+            left_shift: [0; MAX_N],
+            right_shift: [0; MAX_N],
+            output_offset,
+            clamp,
+        };
+        let k = input_offset - 128;
+        for c in 0..packed.n {
+            let b = bias.map_or(0, |b| b[c]);
+            e.corr[c] = b.wrapping_add(k.wrapping_mul(packed.colsum[c]));
+            let i = if requant.multiplier.len() == 1 { 0 } else { c };
+            let s = requant.shift[i];
+            e.multiplier[c] = requant.multiplier[i];
+            e.left_shift[c] = s.max(0);
+            e.right_shift[c] = (-s).max(0);
+        }
+        e
+    }
+}
+
+/// Fills one patch row: the input values under the window of output pixel
+/// `(b, oy, ox)`, plus 128 (as `u8`), in OHWI order; taps in the padding get
+/// the input zero point (so they contribute exactly 0, as skipping them in
+/// the reference does); `row[k..]` is left as is (its weights are zero).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gather_patch(
+    row: &mut [u8],
+    p: &ConvParams,
+    input_dims: Dims4,
+    input: &[i8],
+    filter_dims: Dims4,
+    b: usize,
+    oy: usize,
+    ox: usize,
+) {
+    let c = input_dims.c;
+    let pad_value = ((-p.input_offset) as i8 as u8) ^ 0x80;
+    let (fh, fw) = (filter_dims.h, filter_dims.w);
+    let mut at = 0;
+    for ky in 0..fh {
+        let py = oy * p.stride.0 + ky * p.dilation.0;
+        let iy = py.checked_sub(p.padding.0).filter(|&y| y < input_dims.h);
+        let Some(iy) = iy else {
+            row[at..at + fw * c].fill(pad_value);
+            at += fw * c;
+            continue;
+        };
+        let line = (b * input_dims.h + iy) * input_dims.w;
+        let px0 = ox * p.stride.1;
+        // Fast case: the whole kernel row inside the image, no dilation.
+        if p.dilation.1 == 1 && px0 >= p.padding.1 && px0 - p.padding.1 + fw <= input_dims.w {
+            let start = (line + px0 - p.padding.1) * c;
+            for (d, &s) in row[at..at + fw * c].iter_mut().zip(&input[start..start + fw * c]) {
+                *d = (s as u8) ^ 0x80;
+            }
+            at += fw * c;
+            continue;
+        }
+        for kx in 0..fw {
+            let px = px0 + kx * p.dilation.1;
+            match px.checked_sub(p.padding.1).filter(|&x| x < input_dims.w) {
+                Some(ix) => {
+                    let start = (line + ix) * c;
+                    for (d, &s) in row[at..at + c].iter_mut().zip(&input[start..start + c]) {
+                        *d = (s as u8) ^ 0x80;
+                    }
+                }
+                None => row[at..at + c].fill(pad_value),
+            }
+            at += c;
+        }
+    }
+}
+
+/// `out[r][c] = requant(Σ_k patch[r][k]·w[c][k] + corr[c])` for `mr ≤ MR`
+/// rows, with the ISA's micro-kernel.
+fn gemm_rows(isa: Isa, patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>, e: &Epilogue, out: &mut [i8]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => x86::gemm_avx512vnni(patches, kp, mr, packed, e, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::gemm_avx2(patches, kp, mr, packed, e, out),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => aarch64::gemm(isa, patches, kp, mr, packed, e, out),
+        _ => gemm_portable(patches, kp, mr, packed, e, out),
+    }
+}
+
+/// The packed GEMM in plain Rust (the same arithmetic as the SIMD
+/// micro-kernels; used for ISAs without one and to test the driver).
+fn gemm_portable(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>, e: &Epilogue, out: &mut [i8]) {
+    let n = packed.n;
+    let k4 = kp / PACK_K;
+    for r in 0..mr {
+        let row = &patches[r * kp..(r + 1) * kp];
+        for c in 0..n {
+            let (b, j) = (c / PACK_N, c % PACK_N);
+            let mut acc = e.corr[c];
+            for q in 0..k4 {
+                let w = &packed.data[((b * k4 + q) * PACK_N + j) * PACK_K..][..PACK_K];
+                for t in 0..PACK_K {
+                    acc = acc.wrapping_add(i32::from(row[q * PACK_K + t]) * i32::from(w[t]));
+                }
+            }
+            out[r * n + c] = output_stage(acc, e, c);
+        }
+    }
+}
+
+/// The scalar output stage, identical to the reference's.
+#[inline]
+fn output_stage(acc: i32, e: &Epilogue, c: usize) -> i8 {
+    let shift = e.left_shift[c] - e.right_shift[c];
+    let v = crate::quant::multiply_by_quantized_multiplier(acc, e.multiplier[c], shift).wrapping_add(e.output_offset);
+    v.max(i32::from(e.clamp.min)).min(i32::from(e.clamp.max)) as i8
+}
+
+/// Whether the GEMM path takes an `[n, k]` layer.
+fn gemm_fits(n: usize, k: usize) -> bool {
+    n <= MAX_N && k.div_ceil(PACK_K) * PACK_K <= MAX_K && n > 0 && k > 0
+}
+
+// ---------------------------------------------------------------------------
+// Public kernels
+// ---------------------------------------------------------------------------
+
+/// [`reference::conv2d_i8`] with the [`active`] ISA and, if given, weights
+/// packed by [`pack_filter`] from `filter` (`n = out_c`, `k = kh·kw·in_c`).
+/// Bit-identical to the reference; falls back to it for grouped convolution,
+/// missing or mismatched packed weights, or layers beyond the fast path's
+/// limits.
+///
+/// # Errors
+/// As [`reference::conv2d_i8`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_i8(
+    p: &ConvParams,
+    input_dims: Dims4,
+    input: &[i8],
+    filter_dims: Dims4,
+    filter: &[i8],
+    packed: Option<&PackedFilter<'_>>,
+    bias: Option<&[i32]>,
+    requant: Requant<'_>,
+    output_dims: Dims4,
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    conv2d_i8_with(active(), p, input_dims, input, filter_dims, filter, packed, bias, requant, output_dims, output)
+}
+
+/// [`conv2d_i8`] with an explicit ISA (capped to what the CPU supports).
+///
+/// # Errors
+/// As [`reference::conv2d_i8`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_i8_with(
+    isa: Isa,
+    p: &ConvParams,
+    input_dims: Dims4,
+    input: &[i8],
+    filter_dims: Dims4,
+    filter: &[i8],
+    packed: Option<&PackedFilter<'_>>,
+    bias: Option<&[i32]>,
+    requant: Requant<'_>,
+    output_dims: Dims4,
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    let reference = |output: &mut [i8]| {
+        reference::conv2d_i8(p, input_dims, input, filter_dims, filter, bias, requant, output_dims, output)
+    };
+    #[cfg(target_arch = "arm")]
+    if isa == Isa::Dsp && supported(isa) {
+        // Microcontrollers have no packed weights: the DSP kernels read OHWI.
+        return cortex_m::conv2d_i8(p, input_dims, input, filter_dims, filter, bias, requant, output_dims, output);
+    }
+    let Some(k) = filter_dims.h.checked_mul(filter_dims.w).and_then(|hw| hw.checked_mul(filter_dims.c)) else {
+        return reference(output);
+    };
+    let n = output_dims.c;
+    let Some(packed) = packed.filter(|pk| pk.matches(n, k)) else { return reference(output) };
+    if isa == Isa::Reference
+        || !supported(isa)
+        || input_dims.c != filter_dims.c
+        || filter_dims.n != n
+        || !gemm_fits(n, k)
+    {
+        return reference(output);
+    }
+    // The reference's checks, so that errors are the same.
+    check_len(input.len(), input_dims)?;
+    check_len(filter.len(), filter_dims)?;
+    check_len(output.len(), output_dims)?;
+    if output_dims.n != input_dims.n {
+        return Err(KernelError::ShapeMismatch);
+    }
+    check_bias(bias, n)?;
+    check_requant(&requant, n)?;
+    check_positive(&[p.stride.0, p.stride.1, p.dilation.0, p.dilation.1])?;
+    check_input_offset(p.input_offset)?;
+    check_zero_point(p.output_offset)?;
+    check_clamp(p.clamp)?;
+    check_window(output_dims.h, p.stride.0, filter_dims.h, p.dilation.0, p.padding.0, input_dims.h)?;
+    check_window(output_dims.w, p.stride.1, filter_dims.w, p.dilation.1, p.padding.1, input_dims.w)?;
+    // Every window coordinate is now in range; windows that leave the image
+    // on the far side are clipped by `gather_patch` (`x < input`).
+
+    let e = Epilogue::new(packed, bias, &requant, p.input_offset, p.output_offset, p.clamp);
+    let kp = k.div_ceil(PACK_K) * PACK_K;
+    let mut patches = [0u8; MR * MAX_K];
+    let (oh, ow) = (output_dims.h, output_dims.w);
+    let pixels = output_dims.n * oh * ow;
+    let mut pix = 0;
+    while pix < pixels {
+        let mr = MR.min(pixels - pix);
+        for r in 0..mr {
+            let q = pix + r;
+            let (b, rem) = (q / (oh * ow), q % (oh * ow));
+            gather_patch(&mut patches[r * kp..r * kp + k], p, input_dims, input, filter_dims, b, rem / ow, rem % ow);
+        }
+        gemm_rows(isa, &patches, kp, mr, packed, &e, &mut output[pix * n..(pix + mr) * n]);
+        pix += mr;
+    }
+    Ok(())
+}
+
+/// [`reference::fully_connected_i8`] with the [`active`] ISA and, if given,
+/// weights packed by [`pack_filter`] (`n = out`, `k = in`). Bit-identical to
+/// the reference.
+///
+/// # Errors
+/// As [`reference::fully_connected_i8`].
+#[allow(clippy::too_many_arguments)]
+pub fn fully_connected_i8(
+    p: &FullyConnectedParams,
+    batches: usize,
+    input: &[i8],
+    filter_dims: (usize, usize),
+    filter: &[i8],
+    packed: Option<&PackedFilter<'_>>,
+    bias: Option<&[i32]>,
+    requant: Requant<'_>,
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    fully_connected_i8_with(active(), p, batches, input, filter_dims, filter, packed, bias, requant, output)
+}
+
+/// [`fully_connected_i8`] with an explicit ISA (capped to what the CPU
+/// supports).
+///
+/// # Errors
+/// As [`reference::fully_connected_i8`].
+#[allow(clippy::too_many_arguments)]
+pub fn fully_connected_i8_with(
+    isa: Isa,
+    p: &FullyConnectedParams,
+    batches: usize,
+    input: &[i8],
+    filter_dims: (usize, usize),
+    filter: &[i8],
+    packed: Option<&PackedFilter<'_>>,
+    bias: Option<&[i32]>,
+    requant: Requant<'_>,
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    let (n, k) = filter_dims;
+    let reference = |output: &mut [i8]| {
+        reference::fully_connected_i8(p, batches, input, filter_dims, filter, bias, requant, output)
+    };
+    #[cfg(target_arch = "arm")]
+    if isa == Isa::Dsp && supported(isa) {
+        return cortex_m::fully_connected_i8(p, batches, input, filter_dims, filter, bias, requant, output);
+    }
+    let Some(packed) = packed.filter(|pk| pk.matches(n, k)) else { return reference(output) };
+    if isa == Isa::Reference || !supported(isa) || !gemm_fits(n, k) {
+        return reference(output);
+    }
+    check_len2(input.len(), batches, k)?;
+    check_len2(filter.len(), n, k)?;
+    check_len2(output.len(), batches, n)?;
+    check_bias(bias, n)?;
+    check_requant(&requant, n)?;
+    check_input_offset(p.input_offset)?;
+    check_zero_point(p.output_offset)?;
+    check_clamp(p.clamp)?;
+
+    let e = Epilogue::new(packed, bias, &requant, p.input_offset, p.output_offset, p.clamp);
+    let kp = k.div_ceil(PACK_K) * PACK_K;
+    let mut patches = [0u8; MR * MAX_K];
+    let mut row = 0;
+    while row < batches {
+        let mr = MR.min(batches - row);
+        for r in 0..mr {
+            let src = &input[(row + r) * k..(row + r + 1) * k];
+            for (d, &s) in patches[r * kp..r * kp + k].iter_mut().zip(src) {
+                *d = (s as u8) ^ 0x80;
+            }
+        }
+        gemm_rows(isa, &patches, kp, mr, packed, &e, &mut output[row * n..(row + mr) * n]);
+        row += mr;
+    }
+    Ok(())
+}
+
+/// [`reference::depthwise_conv2d_i8`] with the [`active`] ISA (channels in
+/// SIMD lanes; depth multiplier 1). Bit-identical to the reference.
+///
+/// # Errors
+/// As [`reference::depthwise_conv2d_i8`].
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_conv2d_i8(
+    p: &DepthwiseParams,
+    input_dims: Dims4,
+    input: &[i8],
+    filter_dims: Dims4,
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    requant: Requant<'_>,
+    output_dims: Dims4,
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    depthwise_conv2d_i8_with(active(), p, input_dims, input, filter_dims, filter, bias, requant, output_dims, output)
+}
+
+/// [`depthwise_conv2d_i8`] with an explicit ISA (capped to what the CPU
+/// supports).
+///
+/// # Errors
+/// As [`reference::depthwise_conv2d_i8`].
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_conv2d_i8_with(
+    isa: Isa,
+    p: &DepthwiseParams,
+    input_dims: Dims4,
+    input: &[i8],
+    filter_dims: Dims4,
+    filter: &[i8],
+    bias: Option<&[i32]>,
+    requant: Requant<'_>,
+    output_dims: Dims4,
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    let reference = |output: &mut [i8]| {
+        reference::depthwise_conv2d_i8(p, input_dims, input, filter_dims, filter, bias, requant, output_dims, output)
+    };
+    #[cfg(target_arch = "arm")]
+    if isa == Isa::Dsp && supported(isa) {
+        return cortex_m::depthwise_conv2d_i8(
+            p,
+            input_dims,
+            input,
+            filter_dims,
+            filter,
+            bias,
+            requant,
+            output_dims,
+            output,
+        );
+    }
+    let c = input_dims.c;
+    if isa == Isa::Reference
+        || !supported(isa)
+        || p.depth_multiplier != 1
+        || filter_dims.n != 1
+        || filter_dims.c != c
+        || output_dims.c != c
+        || c > MAX_N
+    {
+        return reference(output);
+    }
+    let conv = &p.conv;
+    check_len(input.len(), input_dims)?;
+    check_len(filter.len(), filter_dims)?;
+    check_len(output.len(), output_dims)?;
+    if output_dims.n != input_dims.n {
+        return Err(KernelError::ShapeMismatch);
+    }
+    check_bias(bias, c)?;
+    check_requant(&requant, c)?;
+    check_positive(&[conv.stride.0, conv.stride.1, conv.dilation.0, conv.dilation.1])?;
+    check_input_offset(conv.input_offset)?;
+    check_zero_point(conv.output_offset)?;
+    check_clamp(conv.clamp)?;
+    check_window(output_dims.h, conv.stride.0, filter_dims.h, conv.dilation.0, conv.padding.0, input_dims.h)?;
+    check_window(output_dims.w, conv.stride.1, filter_dims.w, conv.dilation.1, conv.padding.1, input_dims.w)?;
+
+    // Epilogue without the packed correction: `corr` is just the bias.
+    let mut e = Epilogue {
+        corr: [0; MAX_N],
+        multiplier: [0; MAX_N],
+        left_shift: [0; MAX_N],
+        right_shift: [0; MAX_N],
+        output_offset: conv.output_offset,
+        clamp: conv.clamp,
+    };
+    for ch in 0..c {
+        e.corr[ch] = bias.map_or(0, |b| b[ch]);
+        let i = if requant.multiplier.len() == 1 { 0 } else { ch };
+        e.multiplier[ch] = requant.multiplier[i];
+        e.left_shift[ch] = requant.shift[i].max(0);
+        e.right_shift[ch] = (-requant.shift[i]).max(0);
+    }
+    let g = DwGeom { input_dims, filter_dims, output_dims, p: *conv };
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if x86::has_avx512vnni() => x86::depthwise_avx512(&g, input, filter, &e, output),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon | Isa::NeonDot => aarch64::depthwise(isa, &g, input, filter, &e, output),
+        _ => depthwise_rows(isa, &g, input, filter, &e, output),
+    }
+    Ok(())
+}
+
+/// The geometry of a (validated) depthwise convolution with multiplier 1.
+pub(crate) struct DwGeom {
+    pub(crate) input_dims: Dims4,
+    pub(crate) filter_dims: Dims4,
+    pub(crate) output_dims: Dims4,
+    pub(crate) p: ConvParams,
+}
+
+impl DwGeom {
+    /// The filter taps `(ky, kx)` of output pixel `(oy, ox)` that fall in the
+    /// image, as ranges (dilation ≥ 1: stepping is done by the caller).
+    #[inline]
+    pub(crate) fn taps(&self, oy: usize, ox: usize) -> (core::ops::Range<usize>, core::ops::Range<usize>) {
+        let range = |o: usize, stride: usize, dil: usize, pad: usize, k: usize, extent: usize| {
+            // First tap with o·stride + t·dil ≥ pad, last with < pad + extent.
+            if k == 0 {
+                return 0..0;
+            }
+            let origin = o * stride;
+            let lo = if origin >= pad { 0 } else { (pad - origin).div_ceil(dil) };
+            let hi = if origin + (k - 1) * dil < pad + extent {
+                k
+            } else if origin >= pad + extent {
+                0
+            } else {
+                (pad + extent - origin).div_ceil(dil)
+            };
+            lo..hi.max(lo)
+        };
+        let (d, p) = (&self.filter_dims, &self.p);
+        (
+            range(oy, p.stride.0, p.dilation.0, p.padding.0, d.h, self.input_dims.h),
+            range(ox, p.stride.1, p.dilation.1, p.padding.1, d.w, self.input_dims.w),
+        )
+    }
+
+    /// Offset of input pixel under tap `(ky, kx)` of output `(b, oy, ox)`
+    /// (the tap must be one of [`Self::taps`]).
+    #[inline]
+    pub(crate) fn input_at(&self, b: usize, oy: usize, ox: usize, ky: usize, kx: usize) -> usize {
+        let p = &self.p;
+        let iy = oy * p.stride.0 + ky * p.dilation.0 - p.padding.0;
+        let ix = ox * p.stride.1 + kx * p.dilation.1 - p.padding.1;
+        ((b * self.input_dims.h + iy) * self.input_dims.w + ix) * self.input_dims.c
+    }
+}
+
+/// Depthwise, one output pixel at a time, channels through
+/// [`depthwise_tap`] and [`requant_row`].
+fn depthwise_rows(isa: Isa, g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &mut [i8]) {
+    let c = g.input_dims.c;
+    let fw = g.filter_dims.w;
+    let mut acc = [0i32; MAX_N];
+    for b in 0..g.output_dims.n {
+        for oy in 0..g.output_dims.h {
+            for ox in 0..g.output_dims.w {
+                let acc = &mut acc[..c];
+                acc.copy_from_slice(&e.corr[..c]);
+                let (ys, xs) = g.taps(oy, ox);
+                for ky in ys {
+                    for kx in xs.clone() {
+                        let x = &input[g.input_at(b, oy, ox, ky, kx)..][..c];
+                        let w = &filter[(ky * fw + kx) * c..][..c];
+                        depthwise_tap(isa, acc, x, w, g.p.input_offset);
+                    }
+                }
+                let o = ((b * g.output_dims.h + oy) * g.output_dims.w + ox) * c;
+                requant_row(isa, acc, e, &mut output[o..o + c]);
+            }
+        }
+    }
+}
+
+/// [`reference::add_i8`] with the [`active`] ISA. Bit-identical to the
+/// reference.
+///
+/// # Errors
+/// As [`reference::add_i8`].
+pub fn add_i8(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Result<(), KernelError> {
+    add_i8_with(active(), p, input1, input2, output)
+}
+
+/// [`add_i8`] with an explicit ISA (capped to what the CPU supports).
+///
+/// # Errors
+/// As [`reference::add_i8`].
+pub fn add_i8_with(
+    isa: Isa,
+    p: &AddParams,
+    input1: &[i8],
+    input2: &[i8],
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if x86::has_avx512vnni() => {
+            check_add(p, input1, input2, output)?;
+            x86::add_avx512(p, input1, input2, output);
+            Ok(())
+        }
+        _ => reference::add_i8(p, input1, input2, output),
+    }
+}
+
+/// The reference's argument checks of `add_i8`, in its order.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn check_add(p: &AddParams, input1: &[i8], input2: &[i8], output: &[i8]) -> Result<(), KernelError> {
+    if input1.len() != output.len() || input2.len() != output.len() {
+        return Err(KernelError::ShapeMismatch);
+    }
+    check_input_offset(p.input1_offset)?;
+    check_input_offset(p.input2_offset)?;
+    check_zero_point(p.output_offset)?;
+    check_clamp(p.clamp)?;
+    if !(0..=22).contains(&p.left_shift) {
+        return Err(KernelError::InvalidParameter);
+    }
+    let shifts = [p.input1_shift, p.input2_shift, p.output_shift];
+    crate::reference::common::check_multipliers(
+        &[p.input1_multiplier, p.input2_multiplier, p.output_multiplier],
+        &shifts,
+    )?;
+    if shifts.iter().any(|&s| s > 0) {
+        return Err(KernelError::InvalidParameter);
+    }
+    Ok(())
+}
+
+/// `acc[c] += w[c] · (x[c] + input_offset)`, wrapping.
+#[inline]
+fn depthwise_tap(isa: Isa, acc: &mut [i32], x: &[i8], w: &[i8], input_offset: i32) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => x86::depthwise_tap_avx2(acc, x, w, input_offset),
+        _ => {
+            for ((a, &x), &w) in acc.iter_mut().zip(x).zip(w) {
+                *a = a.wrapping_add(i32::from(w) * (i32::from(x) + input_offset));
+            }
+        }
+    }
+}
+
+/// `out[c] = clamp(requant(acc[c]) + output_offset)`.
+#[inline]
+fn requant_row(isa: Isa, acc: &[i32], e: &Epilogue, out: &mut [i8]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => x86::requant_row_avx2(acc, e, out),
+        _ => {
+            for (c, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
+                *o = output_stage(a, e, c);
+            }
+        }
+    }
+}
+
+/// The fast kernels with the reference kernels' signatures (packing the
+/// weights on each call), for [`crate::kernel_battery!`].
+#[cfg(test)]
+mod battery_adapters {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn pack(n: usize, k: usize, w: &[i8]) -> Option<(Vec<i8>, Vec<i32>)> {
+        let (dl, cl) = packed_len(n, k)?;
+        let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
+        pack_filter(n, k, w, &mut data, &mut colsum).ok()?;
+        Some((data, colsum))
+    }
+
+    macro_rules! adapters {
+        ($isa:expr, $conv:ident, $dw:ident, $fc:ident) => {
+            #[allow(clippy::too_many_arguments)]
+            pub fn $conv(
+                p: &ConvParams,
+                id: Dims4,
+                x: &[i8],
+                fd: Dims4,
+                f: &[i8],
+                b: Option<&[i32]>,
+                r: Requant<'_>,
+                od: Dims4,
+                o: &mut [i8],
+            ) -> Result<(), KernelError> {
+                let (n, k) = (fd.n, fd.h * fd.w * fd.c);
+                let packed = pack(n, k, f);
+                let pf = packed.as_ref().map(|(data, colsum)| PackedFilter { n, k, data, colsum });
+                conv2d_i8_with($isa, p, id, x, fd, f, pf.as_ref(), b, r, od, o)
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            pub fn $dw(
+                p: &DepthwiseParams,
+                id: Dims4,
+                x: &[i8],
+                fd: Dims4,
+                f: &[i8],
+                b: Option<&[i32]>,
+                r: Requant<'_>,
+                od: Dims4,
+                o: &mut [i8],
+            ) -> Result<(), KernelError> {
+                depthwise_conv2d_i8_with($isa, p, id, x, fd, f, b, r, od, o)
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            pub fn $fc(
+                p: &FullyConnectedParams,
+                batches: usize,
+                x: &[i8],
+                fd: (usize, usize),
+                f: &[i8],
+                b: Option<&[i32]>,
+                r: Requant<'_>,
+                o: &mut [i8],
+            ) -> Result<(), KernelError> {
+                let packed = pack(fd.0, fd.1, f);
+                let pf = packed.as_ref().map(|(data, colsum)| PackedFilter { n: fd.0, k: fd.1, data, colsum });
+                fully_connected_i8_with($isa, p, batches, x, fd, f, pf.as_ref(), b, r, o)
+            }
+        };
+    }
+
+    pub fn add_avx512(p: &AddParams, a: &[i8], b: &[i8], o: &mut [i8]) -> Result<(), KernelError> {
+        add_i8_with(Isa::Avx512Vnni, p, a, b, o)
+    }
+
+    adapters!(Isa::Avx2, conv_avx2, dw_avx2, fc_avx2);
+    adapters!(Isa::Avx512Vnni, conv_avx512, dw_avx512, fc_avx512);
+    adapters!(Isa::Neon, conv_neon, dw_neon, fc_neon);
+    adapters!(Isa::NeonDot, conv_neondot, dw_neondot, fc_neondot);
+    adapters!(Isa::Dsp, conv_dsp, dw_dsp, fc_dsp);
+}
+
+// One shared battery per ISA. On a CPU without the ISA the adapters fall
+// back to the reference (and `cpu_has_the_isas_ci_expects` says so).
+#[cfg(test)]
+crate::kernel_battery!(avx2_vs_reference, {
+    conv2d: super::battery_adapters::conv_avx2,
+    depthwise_conv2d: super::battery_adapters::dw_avx2,
+    fully_connected: super::battery_adapters::fc_avx2,
+});
+#[cfg(test)]
+crate::kernel_battery!(avx512vnni_vs_reference, {
+    conv2d: super::battery_adapters::conv_avx512,
+    depthwise_conv2d: super::battery_adapters::dw_avx512,
+    fully_connected: super::battery_adapters::fc_avx512,
+    add: super::battery_adapters::add_avx512,
+});
+#[cfg(test)]
+crate::kernel_battery!(neon_vs_reference, {
+    conv2d: super::battery_adapters::conv_neon,
+    depthwise_conv2d: super::battery_adapters::dw_neon,
+    fully_connected: super::battery_adapters::fc_neon,
+});
+#[cfg(test)]
+crate::kernel_battery!(neondot_vs_reference, {
+    conv2d: super::battery_adapters::conv_neondot,
+    depthwise_conv2d: super::battery_adapters::dw_neondot,
+    fully_connected: super::battery_adapters::fc_neondot,
+});
+#[cfg(test)]
+crate::kernel_battery!(dsp_vs_reference, {
+    conv2d: super::battery_adapters::conv_dsp,
+    depthwise_conv2d: super::battery_adapters::dw_dsp,
+    fully_connected: super::battery_adapters::fc_dsp,
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// The batteries above only prove something on a CPU that has the ISA:
+    /// `EDGEFLEET_REQUIRE_ISA=avx512vnni` (set by CI on x86-64 runners that
+    /// have it) turns a silent fallback into a failure.
+    #[test]
+    fn cpu_has_the_isas_ci_expects() {
+        if let Ok(name) = std::env::var("EDGEFLEET_REQUIRE_ISA") {
+            let isa = Isa::from_name(&name).expect("EDGEFLEET_REQUIRE_ISA names an ISA");
+            assert!(supported(isa), "this CPU lacks {isa}");
+        }
+    }
+
+    #[test]
+    fn pack_layout_and_sums() {
+        // 17 channels x 5 depth: two channel blocks, two depth groups.
+        let (n, k) = (17, 5);
+        let w: Vec<i8> = (0..n * k).map(|i| (i as i32 * 7 % 255 - 127) as i8).collect();
+        let (dl, cl) = packed_len(n, k).unwrap();
+        assert_eq!((dl, cl), (2 * 2 * 64, 32));
+        let mut data = vec![0i8; dl];
+        let mut colsum = vec![0i32; cl];
+        pack_filter(n, k, &w, &mut data, &mut colsum).unwrap();
+        for c in 0..n {
+            for kk in 0..k {
+                let (b, j, q, r) = (c / 16, c % 16, kk / 4, kk % 4);
+                assert_eq!(data[((b * 2 + q) * 16 + j) * 4 + r], w[c * k + kk]);
+            }
+            assert_eq!(colsum[c], w[c * k..(c + 1) * k].iter().map(|&v| i32::from(v)).sum::<i32>());
+        }
+        // Padding is zero.
+        // Block 0, depth group 1 (k = 4..8), channel 3, r = 1: k = 5 is out of range.
+        assert_eq!(data[(16 + 3) * 4 + 1], 0);
+        assert!(colsum[n..].iter().all(|&s| s == 0));
+        assert_eq!(pack_filter(n, k, &w[1..], &mut data, &mut colsum), Err(KernelError::ShapeMismatch));
+    }
+
+    #[test]
+    fn isa_names_round_trip_and_cap() {
+        for isa in ALL {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::from_name("sse9"), None);
+        assert!(supported(Isa::Reference));
+        assert!(supported(active()));
+    }
+}
