@@ -484,6 +484,10 @@ pub fn conv2d_i8_with(
     // on the far side are clipped by `gather_patch` (`x < input`).
 
     let e = Epilogue::new(packed, bias, &requant, p.input_offset, p.output_offset, p.clamp);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && conv_indirect(p, input_dims, input, filter_dims, packed, &e, output_dims, output) {
+        return Ok(());
+    }
     let kp = k.div_ceil(PACK_K) * PACK_K;
     let mut patches = [0u8; MR * MAX_K];
     let (oh, ow) = (output_dims.h, output_dims.w);
@@ -500,6 +504,112 @@ pub fn conv2d_i8_with(
         pix += mr;
     }
     Ok(())
+}
+
+/// Largest zero-point-padded input copy the indirect convolution builds
+/// (bytes, on the stack).
+#[cfg(target_arch = "x86_64")]
+const MAX_PADDED: usize = 40 * 1024;
+
+/// Convolution as an *indirect* GEMM: the micro-kernel reads each 4-value
+/// depth group of a pixel's window straight from the input (or from a
+/// zero-point-padded copy when the layer pads), at `pixel offset + group
+/// offset`, instead of copying windows into patch rows. Needs every group's
+/// 4 values contiguous: `kw·in_c` a multiple of 4 without dilation, or
+/// `in_c` a multiple of 4. Returns false (nothing written) when the layer
+/// does not qualify; arguments are already validated.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[allow(unsafe_code)] // an uninitialised stack buffer, filled before it is read
+fn conv_indirect(
+    p: &ConvParams,
+    input_dims: Dims4,
+    input: &[i8],
+    filter_dims: Dims4,
+    packed: &PackedFilter<'_>,
+    e: &Epilogue,
+    output_dims: Dims4,
+    output: &mut [i8],
+) -> bool {
+    let c = input_dims.c;
+    let (fh, fw) = (filter_dims.h, filter_dims.w);
+    let k = fh * fw * c;
+    let contiguous = (p.dilation.1 == 1 && (fw * c).is_multiple_of(PACK_K)) || c.is_multiple_of(PACK_K);
+    if !contiguous || k == 0 || k / PACK_K > MAX_K / PACK_K {
+        return false;
+    }
+    // The padded frame the windows cover.
+    let hp = (output_dims.h - 1) * p.stride.0 + (fh - 1) * p.dilation.0 + 1;
+    let wp = (output_dims.w - 1) * p.stride.1 + (fw - 1) * p.dilation.1 + 1;
+    let in_image = p.padding == (0, 0) && hp <= input_dims.h && wp <= input_dims.w;
+    let (rows, cols) = if in_image { (input_dims.h, input_dims.w) } else { (hp, wp) };
+    // Group offsets within a window, increasing with k.
+    let k4 = k / PACK_K;
+    let mut qoff = [0usize; MAX_K / PACK_K];
+    for (q, off) in qoff.iter_mut().enumerate().take(k4) {
+        let kk = q * PACK_K;
+        let (ky, rem) = (kk / (fw * c), kk % (fw * c));
+        let (kx, ch) = (rem / c, rem % c);
+        *off = (ky * p.dilation.0 * cols + kx * p.dilation.1) * c + ch;
+    }
+    let mut buf = core::mem::MaybeUninit::<[i8; MAX_PADDED]>::uninit();
+    let base: &[i8] = if in_image {
+        input
+    } else {
+        let Some(size) = input_dims.n.checked_mul(hp * wp * c).filter(|&s| s <= MAX_PADDED) else {
+            return false;
+        };
+        let zp = (-p.input_offset) as i8;
+        let dst = buf.as_mut_ptr().cast::<i8>();
+        let (pt, pl) = p.padding;
+        for b in 0..input_dims.n {
+            for y in 0..hp {
+                let row_start = (b * hp + y) * wp * c;
+                let iy = y.checked_sub(pt).filter(|&iy| iy < input_dims.h);
+                for x in 0..wp {
+                    let at = row_start + x * c;
+                    let ix = x.checked_sub(pl).filter(|&ix| ix < input_dims.w);
+                    match (iy, ix) {
+                        (Some(iy), Some(ix)) => {
+                            let src = &input[((b * input_dims.h + iy) * input_dims.w + ix) * c..][..c];
+                            // SAFETY: at + c ≤ size ≤ MAX_PADDED; src has c values.
+                            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.add(at), c) };
+                        }
+                        // SAFETY: as above.
+                        _ => unsafe { core::ptr::write_bytes(dst.add(at), zp as u8, c) },
+                    }
+                }
+            }
+        }
+        // SAFETY: every byte of [0, size) was written above.
+        unsafe { core::slice::from_raw_parts(dst, size) }
+    };
+    let (oh, ow) = (output_dims.h, output_dims.w);
+    let n = output_dims.c;
+    let pixels = output_dims.n * oh * ow;
+    let mut pix = 0;
+    let mut offs = [0usize; MR];
+    while pix < pixels {
+        let mr = MR.min(pixels - pix);
+        for (r, o) in offs.iter_mut().enumerate().take(mr) {
+            let q = pix + r;
+            let (b, rem) = (q / (oh * ow), q % (oh * ow));
+            let (oy, ox) = (rem / ow, rem % ow);
+            *o = ((b * rows + oy * p.stride.0) * cols + ox * p.stride.1) * c;
+        }
+        if !x86::gemm_indirect_avx512vnni(
+            base,
+            &offs[..mr],
+            &qoff[..k4],
+            packed,
+            e,
+            &mut output[pix * n..(pix + mr) * n],
+        ) {
+            return false;
+        }
+        pix += mr;
+    }
+    true
 }
 
 /// [`reference::fully_connected_i8`] with the [`active`] ISA and, if given,

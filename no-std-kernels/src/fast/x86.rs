@@ -90,27 +90,57 @@ pub(super) fn gemm_avx512vnni(
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 fn gemm_vnni<const R: usize>(patches: &[u8], kp: usize, packed: &PackedFilter<'_>, e: &Epilogue, out: &mut [i8]) {
+    let nb = packed.n.div_ceil(PACK_N);
+    let mut b = 0;
+    // Two 16-channel blocks per pass: each broadcast patch value feeds two
+    // `vpdpbusd`, R × 2 accumulators stay in registers.
+    while b + 1 < nb {
+        block_vnni::<R, 2>(patches, kp, packed, e, out, b);
+        b += 2;
+    }
+    if b < nb {
+        block_vnni::<R, 1>(patches, kp, packed, e, out, b);
+    }
+}
+
+/// Blocks `b0 .. b0 + B` of `R` rows: the K loop, then the output stage.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+fn block_vnni<const R: usize, const B: usize>(
+    patches: &[u8],
+    kp: usize,
+    packed: &PackedFilter<'_>,
+    e: &Epilogue,
+    out: &mut [i8],
+    b0: usize,
+) {
     let n = packed.n;
     let k4 = kp / PACK_K;
-    let nb = n.div_ceil(PACK_N);
     let w = packed.data.as_ptr();
     let x = patches.as_ptr();
-    for b in 0..nb {
-        let mut acc = [_mm512_setzero_si512(); R];
-        // SAFETY (loads): block b spans data[b·k4·64 .. (b+1)·k4·64], inside
-        // `packed.data` (its length is nb·k4·64); patch row r spans
-        // [r·kp, r·kp + kp) with R ≤ mr rows checked against `patches`.
-        unsafe {
-            let wb = w.add(b * k4 * 64);
-            for q in 0..k4 {
-                let wv = _mm512_loadu_si512(wb.add(q * 64).cast());
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm512_set1_epi32(core::ptr::read_unaligned(x.add(r * kp + q * 4).cast::<i32>()));
-                    *acc = _mm512_dpbusd_epi32(*acc, a, wv);
+    let mut acc = [[_mm512_setzero_si512(); B]; R];
+    // SAFETY (loads): block b spans data[b·k4·64 .. (b+1)·k4·64], inside
+    // `packed.data` (its length is nb·k4·64, and b0 + B ≤ nb); patch row r
+    // spans [r·kp, r·kp + kp) with R ≤ mr rows checked against `patches`.
+    unsafe {
+        for q in 0..k4 {
+            let mut wv = [_mm512_setzero_si512(); B];
+            for (j, wv) in wv.iter_mut().enumerate() {
+                *wv = _mm512_loadu_si512(w.add(((b0 + j) * k4 + q) * 64).cast());
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_epi32(core::ptr::read_unaligned(x.add(r * kp + q * 4).cast::<i32>()));
+                for (acc, wv) in acc.iter_mut().zip(&wv) {
+                    *acc = _mm512_dpbusd_epi32(*acc, a, *wv);
                 }
             }
         }
-        let c0 = b * PACK_N;
+    }
+    let lo = _mm512_set1_epi32(i32::from(e.clamp.min));
+    let hi = _mm512_set1_epi32(i32::from(e.clamp.max));
+    let zp = _mm512_set1_epi32(e.output_offset);
+    for j in 0..B {
+        let c0 = (b0 + j) * PACK_N;
         let lanes = (n - c0).min(PACK_N);
         // SAFETY: the epilogue arrays have MAX_N ≥ nb·16 entries.
         let (corr, m, ls, rs) = unsafe {
@@ -121,15 +151,153 @@ fn gemm_vnni<const R: usize>(patches: &[u8], kp: usize, packed: &PackedFilter<'_
                 _mm512_loadu_si512(e.right_shift.as_ptr().add(c0).cast()),
             )
         };
-        let lo = _mm512_set1_epi32(i32::from(e.clamp.min));
-        let hi = _mm512_set1_epi32(i32::from(e.clamp.max));
-        let zp = _mm512_set1_epi32(e.output_offset);
         let mask: __mmask16 = if lanes == PACK_N { 0xFFFF } else { (1u16 << lanes) - 1 };
         for (r, acc) in acc.iter().enumerate() {
-            let v = requant512(_mm512_add_epi32(*acc, corr), m, ls, rs);
+            let v = requant512(_mm512_add_epi32(acc[j], corr), m, ls, rs);
             let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
             let bytes = _mm512_cvtepi32_epi8(v);
             // SAFETY: out has R·n bytes; row r, channels c0..c0+lanes.
+            unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(r * n + c0).cast(), mask, bytes) };
+        }
+    }
+}
+
+/// The indirect GEMM: row `r`'s depth group `q` is the 4 bytes at
+/// `base[offs[r] + qoff[q]]` (int8, flipped to `u8` in-register). Returns
+/// false, writing nothing, if an offset would leave `base` or the shapes
+/// disagree.
+pub(super) fn gemm_indirect_avx512vnni(
+    base: &[i8],
+    offs: &[usize],
+    qoff: &[usize],
+    packed: &PackedFilter<'_>,
+    e: &Epilogue,
+    out: &mut [i8],
+) -> bool {
+    let n = packed.n;
+    let k4 = qoff.len();
+    let last = qoff.last().copied().unwrap_or(0);
+    let ok = has_avx512vnni()
+        && (1..=MR).contains(&offs.len())
+        && k4 * PACK_K == packed.k
+        && n <= MAX_N
+        && packed.data.len() == n.div_ceil(PACK_N) * k4 * PACK_N * PACK_K
+        && out.len() == offs.len() * n
+        && qoff.windows(2).all(|w| w[0] <= w[1])
+        && offs
+            .iter()
+            .all(|&o| o.checked_add(last).and_then(|e| e.checked_add(PACK_K)).is_some_and(|e| e <= base.len()));
+    if !ok {
+        return false;
+    }
+    let nb = n.div_ceil(PACK_N);
+    // SAFETY: features checked; every read base[offs[r] + qoff[q] .. +4] is
+    // in bounds (qoff is increasing and its last entry checked per row);
+    // packed/out lengths checked above.
+    unsafe {
+        let mut b = 0;
+        macro_rules! rows {
+            ($r:literal) => {{
+                while b + 1 < nb {
+                    block_indirect::<$r, 2>(base, offs, qoff, packed, e, out, b);
+                    b += 2;
+                }
+                if b < nb {
+                    block_indirect::<$r, 1>(base, offs, qoff, packed, e, out, b);
+                }
+            }};
+        }
+        match offs.len() {
+            4 => rows!(4),
+            3 => rows!(3),
+            2 => rows!(2),
+            _ => rows!(1),
+        }
+    }
+    true
+}
+
+/// [`block_vnni`] reading patches through offsets.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn block_indirect<const R: usize, const B: usize>(
+    base: &[i8],
+    offs: &[usize],
+    qoff: &[usize],
+    packed: &PackedFilter<'_>,
+    e: &Epilogue,
+    out: &mut [i8],
+    b0: usize,
+) {
+    let n = packed.n;
+    let k4 = qoff.len();
+    let w = packed.data.as_ptr();
+    let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
+    let mut rows = [base.as_ptr(); R];
+    for (p, &o) in rows.iter_mut().zip(offs) {
+        // SAFETY: o + last qoff + 4 ≤ base.len() (checked by the caller).
+        *p = unsafe { base.as_ptr().add(o) };
+    }
+    let mut acc = [[_mm512_setzero_si512(); B]; R];
+    // SAFETY: weight blocks as in `block_vnni`; patch reads checked by the
+    // caller (`gemm_indirect_avx512vnni`).
+    unsafe {
+        for (q, &qo) in qoff.iter().enumerate() {
+            let mut wv = [_mm512_setzero_si512(); B];
+            for (j, wv) in wv.iter_mut().enumerate() {
+                *wv = _mm512_loadu_si512(w.add(((b0 + j) * k4 + q) * 64).cast());
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let v = core::ptr::read_unaligned(rows[r].add(qo).cast::<i32>());
+                let a = _mm512_xor_si512(_mm512_set1_epi32(v), flip);
+                for (acc, wv) in acc.iter_mut().zip(&wv) {
+                    *acc = _mm512_dpbusd_epi32(*acc, a, *wv);
+                }
+            }
+        }
+    }
+    store_blocks::<R, B>(&acc, packed.n, e, out, b0);
+    let _ = n;
+}
+
+/// The output stage of blocks `b0 .. b0 + B` for `R` rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+fn store_blocks<const R: usize, const B: usize>(
+    acc: &[[__m512i; B]; R],
+    n: usize,
+    e: &Epilogue,
+    out: &mut [i8],
+    b0: usize,
+) {
+    let lo = _mm512_set1_epi32(i32::from(e.clamp.min));
+    let hi = _mm512_set1_epi32(i32::from(e.clamp.max));
+    let zp = _mm512_set1_epi32(e.output_offset);
+    for j in 0..B {
+        let c0 = (b0 + j) * PACK_N;
+        if c0 >= n {
+            break;
+        }
+        let lanes = (n - c0).min(PACK_N);
+        // SAFETY: the epilogue arrays have MAX_N ≥ nb·16 entries.
+        let (corr, m, ls, rs) = unsafe {
+            (
+                _mm512_loadu_si512(e.corr.as_ptr().add(c0).cast()),
+                _mm512_loadu_si512(e.multiplier.as_ptr().add(c0).cast()),
+                _mm512_loadu_si512(e.left_shift.as_ptr().add(c0).cast()),
+                _mm512_loadu_si512(e.right_shift.as_ptr().add(c0).cast()),
+            )
+        };
+        let mask: __mmask16 = if lanes == PACK_N { 0xFFFF } else { (1u16 << lanes) - 1 };
+        for (r, acc) in acc.iter().enumerate() {
+            if (r + 1) * n > out.len() {
+                break;
+            }
+            let v = requant512(_mm512_add_epi32(acc[j], corr), m, ls, rs);
+            let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+            let bytes = _mm512_cvtepi32_epi8(v);
+            // SAFETY: (r + 1)·n ≤ out.len(); channels c0..c0+lanes ≤ n.
             unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(r * n + c0).cast(), mask, bytes) };
         }
     }
