@@ -4,7 +4,7 @@
 //! included); weights, biases and requantization tables are read in place from
 //! the package. Nothing is allocated, before or during a run.
 
-use edgefleet_kernels::fast::{self, Isa, PackedFilter};
+use edgefleet_kernels::fast::{self, Isa, PackedFilter, PreparedEpilogue};
 use edgefleet_kernels::reference::{
     self, AddParams, ConvParams, DepthwiseParams, FullyConnectedParams, PoolParams, RequantizeParams, SoftmaxOutput,
     SoftmaxParams,
@@ -67,15 +67,15 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
         fast::active()
     }
 
-    fn packed_for(&self, i: usize) -> Option<PackedFilter<'m>> {
+    fn packed_for(&self, i: usize) -> (Option<PackedFilter<'m>>, Option<PreparedEpilogue<'m>>) {
         #[cfg(feature = "alloc")]
         {
-            self.packed.and_then(|p| p.get(i))
+            (self.packed.and_then(|p| p.get(i)), self.packed.and_then(|p| p.prepared(i)))
         }
         #[cfg(not(feature = "alloc"))]
         {
             let _ = i;
-            None
+            (None, None)
         }
     }
 
@@ -154,7 +154,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
 
     fn run_op(&mut self, i: usize) -> Result<(), KernelError> {
         let model = self.model;
-        let packed = self.packed_for(i);
+        let (packed, prepared) = self.packed_for(i);
         let op = model.op(i).ok_or(KernelError::InvalidParameter)?;
         let tensor = |t: u16| model.slot(t).ok_or(KernelError::InvalidParameter);
         let out = tensor(op.output())?;
@@ -212,13 +212,14 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     output_offset: y_zp,
                     clamp,
                 };
-                fast::conv2d_i8(
+                fast::conv2d_i8_prepared(
                     &p,
                     dims(&xi)?,
                     x,
                     dims(&wi)?,
                     w,
                     packed.as_ref(),
+                    prepared.as_ref(),
                     ints(bias)?,
                     table(requant_offset, requant_count)?,
                     dims(&out)?,
@@ -269,13 +270,14 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     _ => return Err(KernelError::ShapeMismatch),
                 };
                 let p = FullyConnectedParams { input_offset: -zp(&xi), output_offset: y_zp, clamp };
-                fast::fully_connected_i8(
+                fast::fully_connected_i8_prepared(
                     &p,
                     x.len() / n.max(1),
                     x,
                     (o, n),
                     w,
                     packed.as_ref(),
+                    prepared.as_ref(),
                     ints(bias)?,
                     table(requant_offset, requant_count)?,
                     output,
@@ -304,7 +306,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                 let p =
                     PoolParams { filter: geometry.window, stride: geometry.stride, padding: geometry.padding, clamp };
                 if matches!(op, Op::AveragePool2d { .. }) {
-                    reference::average_pool_i8(&p, dims(&xi)?, x, dims(&out)?, output)
+                    fast::average_pool_i8(&p, dims(&xi)?, x, dims(&out)?, output)
                 } else {
                     reference::max_pool_i8(&p, dims(&xi)?, x, dims(&out)?, output)
                 }

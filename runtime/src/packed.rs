@@ -12,7 +12,10 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use edgefleet_kernels::fast::{PackedFilter, pack_filter, packed_len};
+use edgefleet_kernels::Requant;
+use edgefleet_kernels::fast::{
+    PackedFilter, PreparedEpilogue, pack_filter, packed_len, prepare_epilogue, prepared_len,
+};
 
 use crate::format::Storage;
 use crate::model::Model;
@@ -25,6 +28,9 @@ struct Packed {
     k: usize,
     data: Vec<i8>,
     colsum: Vec<i32>,
+    /// The output stage prepared for the op's input zero point, bias and
+    /// requantization: (input offset, corr, multiplier, left, right shifts).
+    prepared: Option<(i32, [Vec<i32>; 4])>,
 }
 
 /// Packed weights of every convolution and fully connected op of a model,
@@ -49,27 +55,41 @@ impl PackedWeights {
         Some(PackedFilter { n: p.n, k: p.k, data: &p.data, colsum: &p.colsum })
     }
 
+    /// The output stage of op `i` prepared at load time, if it has one.
+    pub fn prepared(&self, i: usize) -> Option<PreparedEpilogue<'_>> {
+        let (input_offset, [corr, multiplier, left_shift, right_shift]) =
+            self.ops.get(i)?.as_ref()?.prepared.as_ref()?;
+        Some(PreparedEpilogue { input_offset: *input_offset, corr, multiplier, left_shift, right_shift })
+    }
+
     /// Bytes held (packed values and sums).
     pub fn heap_bytes(&self) -> usize {
-        self.ops.iter().flatten().map(|p| p.data.len() + 4 * p.colsum.len()).sum()
+        self.ops
+            .iter()
+            .flatten()
+            .map(|p| {
+                let prepared = p.prepared.as_ref().map_or(0, |(_, v)| v.iter().map(|v| 4 * v.len()).sum());
+                p.data.len() + 4 * p.colsum.len() + prepared
+            })
+            .sum()
     }
 }
 
 fn pack_op(model: &Model<'_>, op: &Op) -> Option<Packed> {
-    let (filter, n, k) = match *op {
-        Op::Conv2d { input, filter, .. } => {
+    let (filter, n, k, input, bias, requant_offset, requant_count) = match *op {
+        Op::Conv2d { input, filter, bias, requant_offset, requant_count, .. } => {
             let x = model.slot(input)?.shape.nhwc()?;
             let wi = model.slot(filter)?;
             let w = wi.shape.nhwc()?;
             if w.c != x.c {
                 return None; // grouped: reference path
             }
-            (wi, w.n, w.h.checked_mul(w.w)?.checked_mul(w.c)?)
+            (wi, w.n, w.h.checked_mul(w.w)?.checked_mul(w.c)?, input, bias, requant_offset, requant_count)
         }
-        Op::FullyConnected { filter, .. } => {
+        Op::FullyConnected { input, filter, bias, requant_offset, requant_count, .. } => {
             let wi = model.slot(filter)?;
             match *wi.shape.dims() {
-                [o, n] => (wi, o, n),
+                [o, n] => (wi, o, n, input, bias, requant_offset, requant_count),
                 _ => return None,
             }
         }
@@ -82,5 +102,41 @@ fn pack_op(model: &Model<'_>, op: &Op) -> Option<Packed> {
     let (dl, cl) = packed_len(n, k)?;
     let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
     pack_filter(n, k, bytes, &mut data, &mut colsum).ok()?;
-    Some(Packed { n, k, data, colsum })
+    let prepared = prepare(model, n, k, &data, &colsum, input, bias, requant_offset, requant_count);
+    Some(Packed { n, k, data, colsum, prepared })
+}
+
+/// The output stage for the op's input zero point, constant bias and
+/// requantization table; `None` (computed per call instead) if any is not
+/// what the loader guarantees.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    model: &Model<'_>,
+    n: usize,
+    k: usize,
+    data: &[i8],
+    colsum: &[i32],
+    input: u16,
+    bias: Option<u16>,
+    requant_offset: u32,
+    requant_count: u32,
+) -> Option<(i32, [Vec<i32>; 4])> {
+    let input_offset = -model.slot(input)?.zero_point;
+    let bias: Option<&[i32]> = match bias {
+        None => None,
+        Some(t) => {
+            let slot = model.slot(t)?;
+            if slot.storage != Storage::Const {
+                return None;
+            }
+            Some(bytemuck::try_cast_slice(model.const_bytes(&slot)?).ok()?)
+        }
+    };
+    let (multiplier, shift) = model.requant_table(requant_offset, requant_count)?;
+    let packed = PackedFilter { n, k, data, colsum };
+    let len = prepared_len(n);
+    let mut v = [vec![0i32; len], vec![0i32; len], vec![0i32; len], vec![0i32; len]];
+    let [corr, m, ls, rs] = &mut v;
+    prepare_epilogue(&packed, bias, Requant { multiplier, shift }, input_offset, corr, m, ls, rs).ok()?;
+    Some((input_offset, v))
 }

@@ -9,14 +9,20 @@
 //! total is `bias + input_offset · colsum + Σ w·x`, the reference's sum
 //! modulo 2^32.
 //!
+//! The output stage is TFLite's NEON `MultiplyByQuantizedMultiplier`
+//! (`sqrdmulh`, then `srshl` with the round-half-away-from-zero fixup), 16
+//! channels at a time. Depthwise keeps 16 channels in lanes, a block's
+//! weights widened once; windows inside the image (up to 3x3) run from a
+//! table of tap offsets, the others over the taps `DwGeom::taps` lists.
+//!
 //! The dot product intrinsics (`vdotq_laneq_s32`) are still unstable in
 //! Rust 1.95 (`stdarch_neon_dotprod`), so `sdot` is emitted with `asm!` (see
 //! [`sdot_lane`]).
 //!
-//! Every `unsafe` block here is either a call to a `#[target_feature]`
-//! function, made only after [`has_neon`] / [`has_dotprod`] said the CPU has
-//! the feature, or an unaligned load/store whose bounds the safe wrapper
-//! checked before entering.
+//! Every `unsafe` block here is a call to a `#[target_feature]` function,
+//! made only after [`has_neon`] / [`has_dotprod`] said the CPU has the
+//! feature, an unaligned load/store whose bounds the safe wrapper checked
+//! before entering, or the `sdot` instruction itself.
 #![allow(unsafe_code)]
 
 use super::{DwGeom, Epilogue, Isa, MAX_K, MAX_N, MR, PACK_K, PACK_N, PackedFilter};
@@ -49,8 +55,9 @@ pub(super) fn has_dotprod() -> bool {
     }
 }
 
-/// The arguments the GEMM micro-kernels rely on, checked once per call.
-fn gemm_args_ok(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>, out: &[i8]) -> bool {
+/// The arguments the GEMM micro-kernels rely on, checked once per call
+/// (the epilogue covers whole 16-channel blocks).
+fn gemm_args_ok(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>, e: &Epilogue<'_>, out: &[i8]) -> bool {
     let n = packed.n;
     let k4 = kp / PACK_K;
     let nb = n.div_ceil(PACK_N);
@@ -62,6 +69,7 @@ fn gemm_args_ok(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>,
         && n <= MAX_N
         && packed.data.len() == nb * k4 * PACK_N * PACK_K
         && packed.colsum.len() >= nb * PACK_N
+        && e.len() >= nb * PACK_N
         && out.len() == mr * n
 }
 
@@ -72,10 +80,10 @@ pub(super) fn gemm(
     kp: usize,
     mr: usize,
     packed: &PackedFilter<'_>,
-    e: &Epilogue,
+    e: &Epilogue<'_>,
     out: &mut [i8],
 ) {
-    if !has_neon() || !gemm_args_ok(patches, kp, mr, packed, out) {
+    if !has_neon() || !gemm_args_ok(patches, kp, mr, packed, e, out) {
         return super::gemm_portable(patches, kp, mr, packed, e, out);
     }
     if isa == Isa::NeonDot && has_dotprod() {
@@ -121,13 +129,13 @@ struct Quad {
 /// products use `x` rather than `x + 128`).
 ///
 /// # Safety
-/// NEON is available; `c0 + 4 ≤ MAX_N` and, if given, `c0 + 4 ≤
+/// NEON is available; `c0 + 4 ≤ e.len()` and, if given, `c0 + 4 ≤
 /// colsum.len()`.
 #[target_feature(enable = "neon")]
 #[inline]
-unsafe fn quad(e: &Epilogue, colsum: Option<&[i32]>, c0: usize) -> Quad {
-    // SAFETY: the caller guarantees c0 + 4 ≤ MAX_N (the epilogue arrays'
-    // length) and ≤ colsum.len().
+unsafe fn quad(e: &Epilogue<'_>, colsum: Option<&[i32]>, c0: usize) -> Quad {
+    // SAFETY: the caller guarantees c0 + 4 ≤ e.len() (the length of all
+    // four epilogue slices) and ≤ colsum.len().
     unsafe {
         let mut corr = vld1q_s32(e.corr.as_ptr().add(c0));
         if let Some(colsum) = colsum {
@@ -275,7 +283,13 @@ macro_rules! dot_group {
 /// NEON and dotprod are available; the arguments passed `gemm_args_ok` with
 /// `mr = R`.
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn gemm_dot<const R: usize>(patches: &[u8], kp: usize, packed: &PackedFilter<'_>, e: &Epilogue, out: &mut [i8]) {
+unsafe fn gemm_dot<const R: usize>(
+    patches: &[u8],
+    kp: usize,
+    packed: &PackedFilter<'_>,
+    e: &Epilogue<'_>,
+    out: &mut [i8],
+) {
     let n = packed.n;
     let k4 = kp / PACK_K;
     let nb = n.div_ceil(PACK_N);
@@ -316,8 +330,8 @@ unsafe fn gemm_dot<const R: usize>(patches: &[u8], kp: usize, packed: &PackedFil
         }
         let c0 = b * PACK_N;
         let lanes = (n - c0).min(PACK_N);
-        // SAFETY: c0 + 16 ≤ nb·16 ≤ MAX_N (n ≤ MAX_N, a multiple of 16) and
-        // ≤ colsum.len() (checked by `gemm_args_ok`).
+        // SAFETY: c0 + 16 ≤ nb·16 ≤ e.len() and ≤ colsum.len() (checked by
+        // `gemm_args_ok`).
         let quads = unsafe { [0, 4, 8, 12].map(|j| quad(e, Some(packed.colsum), c0 + j)) };
         for (r, acc) in acc.iter().enumerate() {
             let v = [0, 1, 2, 3].map(|j| requant(acc[j], &quads[j], zp));
@@ -361,7 +375,7 @@ unsafe fn gemm_mull<const R: usize>(
     patches: &[u8],
     kp: usize,
     packed: &PackedFilter<'_>,
-    e: &Epilogue,
+    e: &Epilogue<'_>,
     out: &mut [i8],
 ) {
     let n = packed.n;
@@ -427,13 +441,14 @@ unsafe fn gemm_mull<const R: usize>(
 // ---------------------------------------------------------------------------
 
 /// Depthwise convolution with depth multiplier 1.
-pub(super) fn depthwise(_isa: Isa, g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &mut [i8]) {
+pub(super) fn depthwise(_isa: Isa, g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue<'_>, output: &mut [i8]) {
     let d = (&g.input_dims, &g.filter_dims, &g.output_dims);
     let ok = d.0.c == d.1.c
         && d.0.c == d.2.c
         && d.0.c <= MAX_N
         && d.1.n == 1
         && d.0.n == d.2.n
+        && e.len() >= d.0.c.div_ceil(16) * 16
         && (-255..=255).contains(&g.p.input_offset)
         && Some(input.len()) == d.0.elements()
         && Some(filter.len()) == d.1.elements()
@@ -462,7 +477,7 @@ fn tap_weights(filter: &[i8], t: usize, c: usize, c0: usize, lanes: usize) -> [i
 /// NEON is available; the shapes are consistent and the slices have their
 /// lengths (checked by `depthwise`).
 #[target_feature(enable = "neon")]
-unsafe fn depthwise_neon(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &mut [i8]) {
+unsafe fn depthwise_neon(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue<'_>, output: &mut [i8]) {
     let c = g.input_dims.c;
     let mut c0 = 0;
     while c0 < c {
@@ -495,8 +510,11 @@ fn depthwise_mac(acc: &mut [int32x4_t; 4], xv: int8x16_t, w: &[int16x8_t; 2], of
 /// Taps whose widened weights are kept (3x3 and smaller).
 const HELD: usize = 9;
 
-/// The first `T` (≤ [`HELD`]) taps of a window inside the image, 16
-/// channels from `p` (the window's first pixel, channel c0).
+/// `acc += Σ_t w[t] · x[t]` over the first `T` (≤ [`HELD`]) taps of a
+/// window inside the image, 16 channels from `p` (the window's first pixel,
+/// channel c0): `smull` of the int8 values (`|w·x| ≤ 2^14`, one product per
+/// int16) and `saddw` into the int32 accumulators. The caller adds
+/// `input_offset · Σ_t w[t]`.
 ///
 /// # Safety
 /// NEON is available; `p + toff[t] .. + 16` is readable for `t < T`.
@@ -506,13 +524,17 @@ unsafe fn depthwise_window<const T: usize>(
     acc: &mut [int32x4_t; 4],
     p: *const i8,
     toff: &[usize; HELD],
-    wv: &[[int16x8_t; 2]; HELD],
-    off: int16x8_t,
+    w8: &[int8x16_t; HELD],
 ) {
     for t in 0..T.min(HELD) {
         // SAFETY: the caller guarantees 16 readable bytes at p + toff[t].
         let xv = unsafe { vld1q_s8(p.add(toff[t])) };
-        depthwise_mac(acc, xv, &wv[t], off);
+        let lo = vmull_s8(vget_low_s8(w8[t]), vget_low_s8(xv));
+        let hi = vmull_high_s8(w8[t], xv);
+        acc[0] = vaddw_s16(acc[0], vget_low_s16(lo));
+        acc[1] = vaddw_high_s16(acc[1], lo);
+        acc[2] = vaddw_s16(acc[2], vget_low_s16(hi));
+        acc[3] = vaddw_high_s16(acc[3], hi);
     }
 }
 
@@ -529,7 +551,7 @@ unsafe fn depthwise_block<const FULL: bool>(
     g: &DwGeom,
     input: &[i8],
     filter: &[i8],
-    e: &Epilogue,
+    e: &Epilogue<'_>,
     output: &mut [i8],
     c0: usize,
 ) {
@@ -548,16 +570,29 @@ unsafe fn depthwise_block<const FULL: bool>(
     let (sx, dx, px, iw) = (g.p.stride.1, g.p.dilation.1, g.p.padding.1, g.input_dims.w);
     let (span_y, span_x) = ((fh.max(1) - 1) * dy, (fw.max(1) - 1) * dx);
     let mut wv = [[vdupq_n_s16(0); 2]; HELD];
+    let mut w8 = [vdupq_n_s8(0); HELD];
     // Offsets of the taps from the window's first pixel.
     let mut toff = [0usize; HELD];
+    // input_offset · Σ_t w[t] per channel: what whole windows add to Σ w·x.
+    let mut offsum = [0i32; 16];
     if held {
         for t in 0..ntaps {
-            wv[t] = tap_weights(filter, t, c, c0, lanes);
+            let start = t * c + c0;
+            let w = filter.get(start..start + lanes).unwrap_or(&[]);
+            for (s, &v) in offsum.iter_mut().zip(w) {
+                *s += i32::from(v);
+            }
+            w8[t] = load_bytes(w);
+            wv[t] = [vmovl_s8(vget_low_s8(w8[t])), vmovl_high_s8(w8[t])];
             toff[t] = ((t / fw) * dy * iw + (t % fw) * dx) * c;
         }
     }
-    // SAFETY: c0 + 16 ≤ MAX_N (c ≤ MAX_N, a multiple of 16, and c0 < c a
-    // multiple of 16).
+    // |Σ w| ≤ 9·128 and |input_offset| ≤ 255: no overflow.
+    let offsum = offsum.map(|s| s * g.p.input_offset);
+    // SAFETY: offsum has 16 entries.
+    let offsum = unsafe { [0, 4, 8, 12].map(|j| vld1q_s32(offsum.as_ptr().add(j))) };
+    // SAFETY: c0 < c is a multiple of 16, so c0 + 16 ≤ round_up(c, 16) ≤
+    // e.len() (checked by `depthwise`).
     let quads = unsafe { [0, 4, 8, 12].map(|j| quad(e, None, c0 + j)) };
     for b in 0..g.output_dims.n {
         for oy in 0..oh {
@@ -576,11 +611,15 @@ unsafe fn depthwise_block<const FULL: bool>(
                     // input, and a pixel has c ≥ c0 + 16 values.
                     unsafe {
                         let p = input.as_ptr().add(first);
-                        if ntaps == HELD {
-                            depthwise_window::<HELD>(&mut acc, p, &toff, &wv, off);
-                        } else {
-                            for t in 0..ntaps.min(HELD) {
-                                depthwise_mac(&mut acc, vld1q_s8(p.add(toff[t])), &wv[t], off);
+                        match ntaps {
+                            9 => {
+                                acc = offsum;
+                                depthwise_window::<9>(&mut acc, p, &toff, &w8);
+                            }
+                            _ => {
+                                for t in 0..ntaps.min(HELD) {
+                                    depthwise_mac(&mut acc, vld1q_s8(p.add(toff[t])), &wv[t], off);
+                                }
                             }
                         }
                     }
@@ -591,8 +630,8 @@ unsafe fn depthwise_block<const FULL: bool>(
                             // Taps (ky, xs) are in the image: consecutive
                             // ones are `dilation.1` pixels apart.
                             let mut at = g.input_at(b, oy, ox, ky, xs.start) + c0;
-                            let mut t = ky * fw + xs.start;
-                            for _ in xs.clone() {
+                            for kx in xs.clone() {
+                                let t = ky * fw + kx;
                                 let xv = if FULL {
                                     // SAFETY: the tap is inside the input
                                     // (see `taps()`), and a pixel has c ≥
@@ -607,7 +646,6 @@ unsafe fn depthwise_block<const FULL: bool>(
                                 };
                                 depthwise_mac(&mut acc, xv, &w, off);
                                 at += dx * c;
-                                t += 1;
                             }
                         }
                     }
@@ -615,6 +653,171 @@ unsafe fn depthwise_block<const FULL: bool>(
                 let v = [0, 1, 2, 3].map(|j| requant(acc[j], &quads[j], zp));
                 let o = ((b * oh + oy) * ow + ox) * c + c0;
                 store_bytes(narrow_clamp(v, lo, hi), &mut output[o..o + lanes]);
+            }
+        }
+    }
+}
+
+/// Fixed layers the random battery reaches rarely: KWS shapes (whole 3x3
+/// windows over 64 channels, the 1x1 GEMM), channel tails, dilation,
+/// windows wider than [`HELD`], deep GEMMs, and the edge multipliers, shifts
+/// and biases on every channel.
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        PackedFilter, conv2d_i8_with, depthwise_conv2d_i8_with, fully_connected_i8_with, pack_filter, packed_len,
+        supported,
+    };
+    use super::Isa;
+    use crate::reference::{self, ConvParams, DepthwiseParams, FullyConnectedParams};
+    use crate::{Clamp, Dims4, Requant};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Pseudo-random int8 values, with runs of -128 and 127.
+    fn data(len: usize, seed: u32) -> Vec<i8> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..len)
+            .map(|i| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                match (s >> 8) % 16 {
+                    0 if i % 3 == 0 => -128,
+                    1 => 127,
+                    _ => (s >> 24) as i8,
+                }
+            })
+            .collect()
+    }
+
+    /// Per-channel requantization and bias: `edge` cycles through the edge
+    /// multipliers, shifts and biases; otherwise typical values.
+    fn params(n: usize, edge: bool) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
+        let mult = [0, 1 << 30, i32::MAX, 1_518_500_250, 1_900_000_123];
+        let shift = [-31, -30, -14, -1, 0, 1, 7, 30];
+        let bias = [0, i32::MAX, i32::MIN, -1, 123_456, -654_321, 1 << 30];
+        if edge {
+            (
+                (0..n).map(|c| mult[c % mult.len()]).collect(),
+                (0..n).map(|c| shift[(c / 2) % shift.len()]).collect(),
+                (0..n).map(|c| bias[(c / 3) % bias.len()]).collect(),
+            )
+        } else {
+            (
+                (0..n).map(|c| 1_300_000_000 + (c % 64) as i32 * 9_000_001).collect(),
+                (0..n).map(|c| -6 - (c as i32 % 4)).collect(),
+                (0..n).map(|c| (c % 256) as i32 * 97 - 3000).collect(),
+            )
+        }
+    }
+
+    fn isas() -> Vec<Isa> {
+        [Isa::Neon, Isa::NeonDot].into_iter().filter(|&isa| supported(isa)).collect()
+    }
+
+    /// Output extent with `pad` on both sides.
+    fn extent(i: usize, k: usize, s: usize, d: usize, pad: usize) -> usize {
+        (i + 2 * pad - (d * (k - 1) + 1)) / s + 1
+    }
+
+    #[test]
+    fn depthwise_layers_match_the_reference() {
+        // (h, w, c, kh, kw, stride, dilation, pad)
+        let layers = [
+            (25, 5, 64, 3, 3, 1, 1, 1),
+            (9, 9, 40, 3, 3, 2, 1, 1),
+            (10, 10, 33, 3, 3, 1, 2, 2),
+            (7, 7, 48, 5, 5, 1, 1, 2),
+            (6, 6, 16, 1, 3, 1, 1, 0),
+            (5, 8, 17, 3, 1, 2, 1, 1),
+        ];
+        for (i, &(h, w, c, kh, kw, s, d, pad)) in layers.iter().enumerate() {
+            for edge in [false, true] {
+                let id = Dims4::new(2, h, w, c);
+                let fd = Dims4::new(1, kh, kw, c);
+                let od = Dims4::new(2, extent(h, kh, s, d, pad), extent(w, kw, s, d, pad), c);
+                let x = data(id.elements().unwrap(), i as u32);
+                let f = data(fd.elements().unwrap(), 100 + i as u32);
+                let (m, sh, bias) = params(c, edge);
+                let rq = Requant { multiplier: &m, shift: &sh };
+                let p = DepthwiseParams {
+                    conv: ConvParams {
+                        stride: (s, s),
+                        dilation: (d, d),
+                        padding: (pad, pad),
+                        input_offset: [128, -127, 5][i % 3],
+                        output_offset: [-128, 127, -3][i % 3],
+                        clamp: if edge { Clamp { min: -100, max: 90 } } else { Clamp::NONE },
+                    },
+                    depth_multiplier: 1,
+                };
+                let n = od.elements().unwrap();
+                let mut want = vec![0i8; n];
+                reference::depthwise_conv2d_i8(&p, id, &x, fd, &f, Some(&bias), rq, od, &mut want).unwrap();
+                for isa in isas() {
+                    let mut got = vec![0x55i8; n];
+                    depthwise_conv2d_i8_with(isa, &p, id, &x, fd, &f, Some(&bias), rq, od, &mut got).unwrap();
+                    assert_eq!(got, want, "{isa}, layer {i}, edge {edge}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_layers_match_the_reference() {
+        // Convolutions: (h, w, in_c, out_c, k, stride, pad); depths 64, 90
+        // (a 16-value tail of 8 groups plus 2), 4, 1152.
+        let layers =
+            [(25, 5, 64, 64, 1, 1, 0), (6, 7, 10, 24, 3, 1, 1), (5, 5, 1, 17, 2, 2, 1), (4, 3, 128, 33, 3, 1, 1)];
+        for (i, &(h, w, ic, oc, k, s, pad)) in layers.iter().enumerate() {
+            for edge in [false, true] {
+                let id = Dims4::new(1, h, w, ic);
+                let fd = Dims4::new(oc, k, k, ic);
+                let od = Dims4::new(1, extent(h, k, s, 1, pad), extent(w, k, s, 1, pad), oc);
+                let x = data(id.elements().unwrap(), 7 + i as u32);
+                let f = data(fd.elements().unwrap(), 70 + i as u32);
+                let (m, sh, bias) = params(oc, edge);
+                let rq = Requant { multiplier: &m, shift: &sh };
+                let p = ConvParams {
+                    stride: (s, s),
+                    dilation: (1, 1),
+                    padding: (pad, pad),
+                    input_offset: [128, -127, 5, 0][i],
+                    output_offset: [-128, 127, -3, 0][i],
+                    clamp: if edge { Clamp { min: -1, max: 1 } } else { Clamp::NONE },
+                };
+                let kk = k * k * ic;
+                let (dl, cl) = packed_len(oc, kk).unwrap();
+                let (mut data_p, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
+                pack_filter(oc, kk, &f, &mut data_p, &mut colsum).unwrap();
+                let pf = PackedFilter { n: oc, k: kk, data: &data_p, colsum: &colsum };
+                let n = od.elements().unwrap();
+                let mut want = vec![0i8; n];
+                reference::conv2d_i8(&p, id, &x, fd, &f, Some(&bias), rq, od, &mut want).unwrap();
+                for isa in isas() {
+                    let mut got = vec![0x55i8; n];
+                    conv2d_i8_with(isa, &p, id, &x, fd, &f, Some(&pf), Some(&bias), rq, od, &mut got).unwrap();
+                    assert_eq!(got, want, "{isa}, conv {i}, edge {edge}");
+                }
+            }
+        }
+        // Fully connected, 1..=5 rows (every micro-kernel height).
+        for (batches, din, dout) in [(5, 37, 70), (1, 4096, 16), (3, 1, 1), (4, 250, 1024)] {
+            let x = data(batches * din, din as u32);
+            let f = data(dout * din, dout as u32);
+            let (m, sh, bias) = params(dout, din % 2 == 1);
+            let rq = Requant { multiplier: &m, shift: &sh };
+            let p = FullyConnectedParams { input_offset: 128, output_offset: -128, clamp: Clamp::NONE };
+            let (dl, cl) = packed_len(dout, din).unwrap();
+            let (mut data_p, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
+            pack_filter(dout, din, &f, &mut data_p, &mut colsum).unwrap();
+            let pf = PackedFilter { n: dout, k: din, data: &data_p, colsum: &colsum };
+            let mut want = vec![0i8; batches * dout];
+            reference::fully_connected_i8(&p, batches, &x, (dout, din), &f, Some(&bias), rq, &mut want).unwrap();
+            for isa in isas() {
+                let mut got = vec![0x55i8; batches * dout];
+                fully_connected_i8_with(isa, &p, batches, &x, (dout, din), &f, Some(&pf), Some(&bias), rq, &mut got)
+                    .unwrap();
+                assert_eq!(got, want, "{isa}, fully connected {batches}x{din}→{dout}");
             }
         }
     }

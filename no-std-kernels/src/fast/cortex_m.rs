@@ -156,30 +156,6 @@ mod dsp {
         r
     }
 
-    /// `acc + lo(a)·hi(b)`, wrapping.
-    #[inline(always)]
-    fn smlabt(a: u32, b: u32, acc: i32) -> i32 {
-        let r: i32;
-        // SAFETY: as for `smlad`.
-        unsafe {
-            asm!("smlabt {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
-                options(pure, nomem, nostack));
-        }
-        r
-    }
-
-    /// `acc + hi(a)·lo(b)`, wrapping.
-    #[inline(always)]
-    fn smlatb(a: u32, b: u32, acc: i32) -> i32 {
-        let r: i32;
-        // SAFETY: as for `smlad`.
-        unsafe {
-            asm!("smlatb {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, c = in(reg) acc,
-                options(pure, nomem, nostack));
-        }
-        r
-    }
-
     /// Bytes 0 and 2 of `v`, sign-extended to the low and high halfword.
     #[inline(always)]
     fn sxtb16(v: u32) -> u32 {
@@ -404,6 +380,18 @@ mod dsp {
         }
     }
 
+    /// The first 4 bytes of `s` as a little-endian word, one `ldr` (any
+    /// alignment); 0 if `s` is shorter.
+    #[inline(always)]
+    fn load4(s: &[i8]) -> u32 {
+        if s.len() < 4 {
+            return 0;
+        }
+        // SAFETY: `s` has at least 4 bytes; `read_unaligned` has no alignment
+        // requirement (and the targets load unaligned words with `ldr`).
+        unsafe { s.as_ptr().cast::<u32>().read_unaligned() }
+    }
+
     /// Writes one pixel's patch (`k` values plus the input offset) into its
     /// slot of the interleaved buffer: group `g` (depth `4g..4g+4`) of slot
     /// `q` is the words `buf[2(g·slots + q)]` = `[x0, x2]` and `+ 1` = `[x1,
@@ -449,7 +437,7 @@ mod dsp {
                 let words = src.chunks_exact(4);
                 rest = words.remainder();
                 for w in words {
-                    let v = u32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8]);
+                    let v = load4(w);
                     self.put(sadd16(sxtb16(v), self.offset2), sadd16(sxtb16_ror8(v), self.offset2));
                 }
             }
@@ -537,16 +525,20 @@ mod dsp {
             let (n, k) = (self.n, self.k);
             let groups = k / 4;
             let tail = k % 4;
-            if xs.len() < k.div_ceil(4) * 2 * N || out.len() < N * n {
+            if xs.len() < k.div_ceil(4) * 2 * N || out.len() < N * n || self.filter.len() < n * k {
                 return;
             }
+            let tail_xs = xs.get(groups * 2 * N..).unwrap_or(&[]);
             for ch in 0..n {
                 let row = self.filter.get(ch * k..(ch + 1) * k).unwrap_or(&[]);
-                let b = self.bias.and_then(|b| b.get(ch)).copied().unwrap_or(0);
+                let b = match self.bias {
+                    Some(bias) => bias.get(ch).copied().unwrap_or(0),
+                    None => 0,
+                };
                 let mut acc = [b; N];
                 if N == SLOTS {
                     // SAFETY: `row` has k ≥ 4·groups bytes; `xs` has
-                    // ceil(k/4)·2·7 ≥ groups·14 words and is 8-byte aligned
+                    // ceil(k/4)·2·7 ≥ 14·groups words and is 8-byte aligned
                     // (a prefix of `ColBuf`).
                     let a = unsafe { dot7(row.as_ptr(), xs.as_ptr(), groups, b) };
                     for (d, s) in acc.iter_mut().zip(a) {
@@ -560,14 +552,19 @@ mod dsp {
                     for (d, &s) in w.iter_mut().zip(row.get(groups * 4..).unwrap_or(&[])) {
                         *d = s as u8;
                     }
-                    step(u32::from_le_bytes(w), xs.get(groups * 2 * N..).unwrap_or(&[]), &mut acc);
+                    step(u32::from_le_bytes(w), tail_xs, &mut acc);
                 }
                 let rq = Rq::new(&self.requant, ch, self.out);
-                let rows = out.chunks_exact_mut(n).zip(acc);
+                let o = out.as_mut_ptr();
+                let put = |q: usize, v: i8| {
+                    // SAFETY: out.len() ≥ N·n (checked above), ch < n and q < N,
+                    // so q·n + ch < N·n.
+                    unsafe { *o.add(q * n + ch) = v };
+                };
                 match rq.mode {
-                    Mode::FastFull => rows.for_each(|(o, a)| o[ch] = rq.fast_full(a)),
-                    Mode::FastClamp => rows.for_each(|(o, a)| o[ch] = rq.fast_clamp(a)),
-                    Mode::Exact => rows.for_each(|(o, a)| o[ch] = rq.exact(a)),
+                    Mode::FastFull => acc.iter().enumerate().for_each(|(q, &a)| put(q, rq.fast_full(a))),
+                    Mode::FastClamp => acc.iter().enumerate().for_each(|(q, &a)| put(q, rq.fast_clamp(a))),
+                    Mode::Exact => acc.iter().enumerate().for_each(|(q, &a)| put(q, rq.exact(a))),
                 }
             }
         }
@@ -586,7 +583,7 @@ mod dsp {
     #[inline(always)]
     fn dot_n<const N: usize>(row: &[i8], xs: &[u32], groups: usize, acc: &mut [i32; N]) {
         for (w, x) in row.chunks_exact(4).zip(xs.chunks_exact(2 * N)).take(groups) {
-            step(u32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8]), x, acc);
+            step(load4(w), x, acc);
         }
     }
 
@@ -624,8 +621,8 @@ mod dsp {
     }
 
     /// `bias + Σ_{g < groups} dot(w[4g..4g+4], patch_q[g])` for the 7 pixels
-    /// `q` of an interleaved buffer (slot stride 7), two groups per
-    /// iteration.
+    /// `q` of an interleaved buffer (slot stride 7), four groups per
+    /// iteration (one and two before, for the remainder).
     ///
     /// Uses all 14 general registers: r0–r5, r8–r10, r12 and lr as operands,
     /// and r6, r7 and r11 (which `asm!` does not hand out: base and frame
@@ -641,8 +638,7 @@ mod dsp {
         // SAFETY: reads `4·groups` bytes from `w` (`ldr` allows any
         // alignment) and `56·groups` bytes from `x` (`ldrd`, 4-byte aligned),
         // which the caller guarantees; r6, r7 and r11 are pushed and popped
-        // (8-byte-unaligned stack only inside the block, no calls); flags are
-        // clobbered (no `preserves_flags`).
+        // (no calls in between); flags are clobbered (no `preserves_flags`).
         unsafe {
             asm!(
                 "push {{r6, r7, r11}}",
@@ -652,18 +648,26 @@ mod dsp {
                 "mov r10, r8",
                 "mov r11, r8",
                 "mov lr, r8",
-                // C = odd group count, Z = no pairs left.
+                // C = odd group count.
                 "lsrs r12, r12, #1",
                 "bcc 2f",
                 step7!(),
                 "2:",
-                "beq 4f",
+                // C = odd pair count, Z = no quads.
+                "lsrs r12, r12, #1",
+                "bcc 3f",
+                step7!(),
+                step7!(),
                 "3:",
+                "beq 5f",
+                "4:",
+                step7!(),
+                step7!(),
                 step7!(),
                 step7!(),
                 "subs r12, r12, #1",
-                "bne 3b",
-                "4:",
+                "bne 4b",
+                "5:",
                 "mov r0, r6",
                 "mov r1, r7",
                 "mov r2, r11",
@@ -862,155 +866,182 @@ mod dsp {
 
     /// `i16` elements of the depthwise planes (8 KiB on the stack).
     const PLANE: usize = 4096;
-    /// Channels converted together.
+    /// Channels converted together (one input word).
     const GROUP: usize = 4;
-    /// Most tap pairs per channel (`kh · ceil(kw / 2)`) the pair kernels take.
+    /// Plane elements after a band's rows that the row kernels may read
+    /// (values they multiply by a zero weight or discard).
+    const SLACK: usize = 8;
+    /// Outputs per call of a row kernel.
+    const ACC_ROW: usize = 64;
+    /// Most taps per channel the tap-pair kernel takes.
     const MAX_PAIRS: usize = 32;
 
-    /// Geometry of a validated depthwise convolution with multiplier 1, and
-    /// the plane layout: `group` planes of `ps` elements, rows of `wp`
-    /// elements (the padded columns the outputs read), bands of `band`
-    /// output rows.
+    /// One spatial axis of a depthwise convolution.
+    #[derive(Clone, Copy)]
+    struct Axis {
+        input: usize,
+        output: usize,
+        k: usize,
+        stride: usize,
+        dil: usize,
+        pad: usize,
+        /// Input, output and filter elements between neighbours on this axis.
+        in_step: usize,
+        out_step: usize,
+        w_step: usize,
+    }
+
+    impl Axis {
+        /// Padded positions `outputs ≥ 1` outputs read (`k ≥ 1`).
+        fn span(&self, outputs: usize) -> Option<usize> {
+            (outputs - 1).checked_mul(self.stride)?.checked_add((self.k - 1).checked_mul(self.dil)?)?.checked_add(1)
+        }
+
+        /// Input coordinate of padded position `p`, if inside the image.
+        #[inline(always)]
+        fn image(&self, p: usize) -> Option<usize> {
+            p.checked_sub(self.pad).filter(|&i| i < self.input)
+        }
+    }
+
+    /// A validated depthwise convolution with multiplier 1 and its plane
+    /// layout. Plane rows run along the `outer` axis, plane columns (the
+    /// contiguous `i16` values) along `inner`: the output's longer axis, so
+    /// that the row kernels run long. `group` planes of `ps` elements, rows
+    /// of `wp` padded columns, bands of `band` outer outputs.
     struct DwGeom {
-        ih: usize,
-        iw: usize,
-        c: usize,
-        kh: usize,
-        kw: usize,
-        sh: usize,
-        sw: usize,
-        dh: usize,
-        dw: usize,
-        pt: usize,
-        pl: usize,
-        oh: usize,
-        ow: usize,
+        outer: Axis,
+        inner: Axis,
         wp: usize,
-        /// Padded input rows a band of `band` output rows reads.
         ps: usize,
         band: usize,
         group: usize,
-        zero_point: i16,
+        /// The input zero point, in the padding (so it adds `w · 0`).
+        zero_point: i32,
+        batch_in: usize,
+        batch_out: usize,
     }
 
     impl DwGeom {
-        /// Plane rows for output rows `oy0..oy1`.
-        fn rows(&self, outputs: usize) -> usize {
-            (outputs - 1) * self.sh + (self.kh - 1) * self.dh + 1
+        /// The layout, or `None` if one outer output's rows do not fit a plane
+        /// (or the kernel is empty).
+        fn new(input_dims: Dims4, filter_dims: Dims4, output_dims: Dims4, conv: &ConvParams) -> Option<DwGeom> {
+            let c = input_dims.c;
+            if filter_dims.h == 0 || filter_dims.w == 0 || output_dims.h == 0 || output_dims.w == 0 {
+                return None;
+            }
+            let h = Axis {
+                input: input_dims.h,
+                output: output_dims.h,
+                k: filter_dims.h,
+                stride: conv.stride.0,
+                dil: conv.dilation.0,
+                pad: conv.padding.0,
+                in_step: input_dims.w * c,
+                out_step: output_dims.w * c,
+                w_step: filter_dims.w * c,
+            };
+            let w = Axis {
+                input: input_dims.w,
+                output: output_dims.w,
+                k: filter_dims.w,
+                stride: conv.stride.1,
+                dil: conv.dilation.1,
+                pad: conv.padding.1,
+                in_step: c,
+                out_step: c,
+                w_step: c,
+            };
+            let (outer, inner) = if output_dims.h > output_dims.w { (w, h) } else { (h, w) };
+            let wp = inner.span(inner.output)?;
+            let need = outer.span(1)?.checked_mul(wp)?.checked_add(SLACK)?;
+            let (ps, group) = if c >= GROUP && need <= PLANE / GROUP {
+                (PLANE / GROUP, GROUP)
+            } else if need <= PLANE {
+                (PLANE, 1)
+            } else {
+                return None;
+            };
+            let max_rows = (ps - SLACK) / wp;
+            let band = ((max_rows - outer.span(1)?) / outer.stride + 1).min(outer.output);
+            Some(DwGeom {
+                outer,
+                inner,
+                wp,
+                ps,
+                band,
+                group,
+                zero_point: -conv.input_offset,
+                batch_in: input_dims.h * input_dims.w * c,
+                batch_out: output_dims.h * output_dims.w * c,
+            })
         }
 
-        /// Plane columns `[c_lo, c_hi)` hold image columns; the rest padding.
-        fn image_cols(&self) -> (usize, usize) {
-            let lo = self.pl.min(self.wp);
-            let hi = (self.pl + self.iw).clamp(lo, self.wp);
-            (lo, hi)
-        }
-
-        /// Fills plane row `r` (padded input row `py`) of the planes of
-        /// channels `ch..ch + self.group` (all present) for batch `b`.
-        fn fill_row_group(&self, planes: &mut [i16], input: &[i8], b: usize, ch: usize, r: usize, py: usize) {
-            let (wp, ps, zp) = (self.wp, self.ps, self.zero_point);
+        /// Fills plane row `r` (padded outer position `po`) of the planes of
+        /// channels `ch..ch + 4` (all present) for batch `b`.
+        fn fill_row_group(&self, planes: &mut [i16; PLANE], input: &[i8], b: usize, ch: usize, r: usize, po: usize) {
+            let (wp, ps) = (self.wp, self.ps);
             let at = r * wp;
-            let iy = py.checked_sub(self.pt).filter(|&y| y < self.ih);
-            let Some(iy) = iy else {
-                for j in 0..GROUP {
-                    if let Some(row) = planes.get_mut(j * ps + at..j * ps + at + wp) {
-                        row.fill(zp);
-                    }
-                }
-                return;
-            };
-            let (lo, hi) = self.image_cols();
-            for j in 0..GROUP {
-                if let Some(row) = planes.get_mut(j * ps + at..j * ps + at + wp) {
-                    row[..lo].fill(zp);
-                    row[hi..].fill(zp);
-                }
-            }
-            // Image columns lo..hi are input columns 0..hi − lo (lo = pl when lo < wp).
-            let line = ((b * self.ih + iy) * self.iw) * self.c + ch;
-            let n = hi - lo;
-            let Some(src) = input.get(line..) else { return };
-            let Some(dst) = planes.get_mut(at + lo..) else { return };
-            // Every element written below is in dst[j·ps + col] for col < n
-            // (col + lo < wp, so inside plane j's row r), read from
-            // src[col·c .. col·c + 4] (inside the input: channel ch + 3 < c
-            // of an image pixel of row iy).
-            let need_src = if n == 0 { 0 } else { (n - 1) * self.c + GROUP };
-            let need_dst = if n == 0 { 0 } else { (GROUP - 1) * ps + n };
-            if src.len() < need_src || dst.len() < need_dst {
+            if at + wp > ps || GROUP * ps > PLANE {
                 return;
             }
-            let c = self.c;
-            let load = |col: usize| -> u32 {
-                // SAFETY: col < n, so col·c + 4 ≤ need_src ≤ src.len().
-                unsafe { src.as_ptr().add(col * c).cast::<u32>().read_unaligned() }
+            let zp4 = u32::from(self.zero_point as u8).wrapping_mul(0x0101_0101);
+            let base = self.outer.image(po).map(|io| b * self.batch_in + io * self.outer.in_step + ch);
+            let word = |col: usize| -> u32 {
+                match (base, self.inner.image(col)) {
+                    (Some(base), Some(ii)) => load4(input.get(base + ii * self.inner.in_step..).unwrap_or(&[])),
+                    _ => zp4,
+                }
             };
-            let dp = dst.as_mut_ptr();
+            let dp = planes.as_mut_ptr();
             let store = |j: usize, col: usize, v: u32| {
-                // SAFETY: col + 1 < n, so j·ps + col + 2 ≤ need_dst ≤ dst.len().
-                unsafe { dp.add(j * ps + col).cast::<u32>().write_unaligned(v) }
+                // SAFETY: j < 4, col + 1 < wp and at + wp ≤ ps (checked
+                // above): j·ps + at + col + 2 ≤ 4·ps ≤ PLANE.
+                unsafe { dp.add(j * ps + at + col).cast::<u32>().write_unaligned(v) }
             };
             let mut col = 0;
-            while col + 1 < n {
-                let (a, b) = (load(col), load(col + 1));
+            while col + 1 < wp {
+                let (a, b) = (word(col), word(col + 1));
                 let (a02, a13, b02, b13) = (sxtb16(a), sxtb16_ror8(a), sxtb16(b), sxtb16_ror8(b));
                 store(0, col, pkhbt(a02, b02));
                 store(1, col, pkhbt(a13, b13));
                 store(2, col, pkhtb(b02, a02));
-                store(3, col, pkhtb(a13, b13));
+                store(3, col, pkhtb(b13, a13));
                 col += 2;
             }
-            if col < n {
-                let v = load(col).to_le_bytes();
+            if col < wp {
+                let v = word(col).to_le_bytes();
                 for (j, &x) in v.iter().enumerate() {
-                    if let Some(d) = dst.get_mut(j * ps + col) {
-                        *d = i16::from(x as i8);
-                    }
+                    planes[j * ps + at + col] = i16::from(x as i8);
                 }
             }
         }
 
         /// As `fill_row_group` for the one channel `ch`, into the first plane.
-        fn fill_row_one(&self, planes: &mut [i16], input: &[i8], b: usize, ch: usize, r: usize, py: usize) {
-            let (wp, zp) = (self.wp, self.zero_point);
-            let at = r * wp;
-            let Some(row) = planes.get_mut(at..at + wp) else { return };
-            let iy = py.checked_sub(self.pt).filter(|&y| y < self.ih);
-            let Some(iy) = iy else {
-                row.fill(zp);
-                return;
-            };
-            let (lo, hi) = self.image_cols();
-            row[..lo].fill(zp);
-            row[hi..].fill(zp);
-            let line = ((b * self.ih + iy) * self.iw) * self.c + ch;
-            let src = input.get(line..).unwrap_or(&[]);
-            for (d, s) in row[lo..hi].iter_mut().zip(src.iter().step_by(self.c)) {
-                *d = i16::from(*s);
+        fn fill_row_one(&self, planes: &mut [i16; PLANE], input: &[i8], b: usize, ch: usize, r: usize, po: usize) {
+            let at = r * self.wp;
+            let Some(row) = planes.get_mut(at..at + self.wp) else { return };
+            let zp = self.zero_point as i16;
+            let base = self.outer.image(po).map(|io| b * self.batch_in + io * self.outer.in_step + ch);
+            for (col, d) in row.iter_mut().enumerate() {
+                *d = match (base, self.inner.image(col)) {
+                    (Some(base), Some(ii)) => {
+                        input.get(base + ii * self.inner.in_step).map_or(zp, |&x| i16::from(x))
+                    }
+                    _ => zp,
+                };
             }
         }
-    }
 
-    /// The weights of one channel as tap pairs: `pairs[ky·kp + j] = [w(ky,
-    /// 2j), w(ky, 2j+1)]` (0 past the last tap), `kp = ceil(kw / 2)`; and
-    /// `Σ w` over every tap.
-    fn channel_weights(g: &DwGeom, filter: &[i8], ch: usize, pairs: &mut [u32; MAX_PAIRS]) -> i32 {
-        let kp = g.kw.div_ceil(2);
-        let w = |ky: usize, kx: usize| -> i32 {
-            if kx < g.kw { filter.get((ky * g.kw + kx) * g.c + ch).map_or(0, |&v| i32::from(v)) } else { 0 }
-        };
-        let mut sum = 0i32;
-        for ky in 0..g.kh {
-            for j in 0..kp {
-                let (a, b) = (w(ky, 2 * j), w(ky, 2 * j + 1));
-                sum = sum.wrapping_add(a + b);
-                if let Some(d) = pairs.get_mut(ky * kp + j) {
-                    *d = pack(a, b);
-                }
+        /// Tap `(ko, ki)` (outer, inner) of channel `ch`.
+        #[inline]
+        fn weight(&self, filter: &[i8], ko: usize, ki: usize, ch: usize) -> i32 {
+            if ko < self.outer.k && ki < self.inner.k {
+                filter.get(ko * self.outer.w_step + ki * self.inner.w_step + ch).map_or(0, |&v| i32::from(v))
+            } else {
+                0
             }
         }
-        sum
     }
 
     /// The output stage of one channel, resolved once per channel.
@@ -1044,183 +1075,275 @@ mod dsp {
         }
     }
 
-    /// The outputs of one channel for output rows `oy0..oy0 + rows` of batch
-    /// `b`, from its plane (plane row 0 = padded input row `oy0·sh`).
+    /// Three taps along the inner axis, inner stride 1, three kernel rows:
+    /// `acc[2i], acc[2i + 1]` for `i < pairs`, output `j` reading columns
+    /// `j..j + 3` of the rows at `p0`, `p1`, `p2`. `w`: per kernel row
+    /// `[w0, w1]`, `[w1, w2]`, then the initial value twice.
+    ///
+    /// # Safety
+    /// Each row pointer readable for `2·pairs + 2` elements; `w` 8-byte
+    /// aligned... (it is a `[u32; 8]`, 4-byte aligned, which `ldrd` on
+    /// Cortex-M and ARMv7 accepts); `acc` writable for `2·pairs` values,
+    /// 4-byte aligned; `pairs ≥ 1`.
+    #[inline(never)]
+    unsafe fn k3s1_row(p: [*const i16; 3], w: &[u32; 8], acc: *mut i32, pairs: usize) {
+        // SAFETY: reads p_r[0 .. 2·pairs + 2] (`ldr`, any alignment), w[0..8]
+        // (`ldrd`, 4-byte aligned), writes acc[0 .. 2·pairs] (`strd`, 4-byte
+        // aligned), as the caller guarantees; r6 is pushed and popped.
+        unsafe {
+            asm!(
+                "push {{r6}}",
+                "mov r6, r0",
+                "2:",
+                "ldrd r0, r1, [r12, #24]",
+                "ldrd r2, r3, [r12]",
+                "ldr r4, [r8], #4",
+                "ldr r5, [r8]",
+                "smlad r0, r2, r4, r0",
+                "smlatb r0, r3, r5, r0",
+                "smlabt r1, r2, r4, r1",
+                "smlad r1, r3, r5, r1",
+                "ldrd r2, r3, [r12, #8]",
+                "ldr r4, [r9], #4",
+                "ldr r5, [r9]",
+                "smlad r0, r2, r4, r0",
+                "smlatb r0, r3, r5, r0",
+                "smlabt r1, r2, r4, r1",
+                "smlad r1, r3, r5, r1",
+                "ldrd r2, r3, [r12, #16]",
+                "ldr r4, [r10], #4",
+                "ldr r5, [r10]",
+                "smlad r0, r2, r4, r0",
+                "smlatb r0, r3, r5, r0",
+                "smlabt r1, r2, r4, r1",
+                "smlad r1, r3, r5, r1",
+                "strd r0, r1, [lr], #8",
+                "subs r6, r6, #1",
+                "bne 2b",
+                "pop {{r6}}",
+                inout("r0") pairs => _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                inout("r8") p[0] => _,
+                inout("r9") p[1] => _,
+                inout("r10") p[2] => _,
+                in("r12") w.as_ptr(),
+                inout("lr") acc => _,
+            );
+        }
+    }
+
+    /// As [`k3s1_row`] with inner stride 2: output `j` reads columns `2j ..
+    /// 2j + 3`; `w` per kernel row `[w0, w1]`, `[w2, 0]`.
+    ///
+    /// # Safety
+    /// As [`k3s1_row`], the rows readable for `4·pairs + 6` elements.
+    #[inline(never)]
+    unsafe fn k3s2_row(p: [*const i16; 3], w: &[u32; 8], acc: *mut i32, pairs: usize) {
+        // SAFETY: reads p_r[0 .. 4·pairs + 6], w[0..8], writes acc[0 ..
+        // 2·pairs], as the caller guarantees; r6 and r11 are pushed and
+        // popped.
+        unsafe {
+            asm!(
+                "push {{r6, r11}}",
+                "mov r6, r0",
+                "2:",
+                "ldrd r0, r1, [r12, #24]",
+                "ldrd r2, r3, [r12]",
+                "ldr r4, [r8]",
+                "ldr r5, [r8, #4]",
+                "ldr r11, [r8, #8]!",
+                "smlad r0, r2, r4, r0",
+                "smlad r0, r3, r5, r0",
+                "smlad r1, r2, r5, r1",
+                "smlad r1, r3, r11, r1",
+                "ldrd r2, r3, [r12, #8]",
+                "ldr r4, [r9]",
+                "ldr r5, [r9, #4]",
+                "ldr r11, [r9, #8]!",
+                "smlad r0, r2, r4, r0",
+                "smlad r0, r3, r5, r0",
+                "smlad r1, r2, r5, r1",
+                "smlad r1, r3, r11, r1",
+                "ldrd r2, r3, [r12, #16]",
+                "ldr r4, [r10]",
+                "ldr r5, [r10, #4]",
+                "ldr r11, [r10, #8]!",
+                "smlad r0, r2, r4, r0",
+                "smlad r0, r3, r5, r0",
+                "smlad r1, r2, r5, r1",
+                "smlad r1, r3, r11, r1",
+                "strd r0, r1, [lr], #8",
+                "subs r6, r6, #1",
+                "bne 2b",
+                "pop {{r6, r11}}",
+                inout("r0") pairs => _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                inout("r8") p[0] => _,
+                inout("r9") p[1] => _,
+                inout("r10") p[2] => _,
+                in("r12") w.as_ptr(),
+                inout("lr") acc => _,
+            );
+        }
+    }
+
+    /// The outputs of one channel for outer outputs `oo0 .. oo0 + rows` of
+    /// batch `b`, from its plane (plane row 0 = padded outer position
+    /// `oo0 · stride`), rows `span(rows)` filled.
     struct Band<'a> {
         g: &'a DwGeom,
         plane: &'a [i16],
-        pairs: &'a [u32; MAX_PAIRS],
         filter: &'a [i8],
-        init: i32,
-        b: usize,
-        oy0: usize,
-        rows: usize,
         ch: usize,
+        b: usize,
+        oo0: usize,
+        rows: usize,
+        init: i32,
     }
 
     impl Band<'_> {
         fn run<S: Stage>(&self, s: S, output: &mut [i8]) {
             let g = self.g;
-            if g.dw == 1 && g.kw == 3 && g.kh <= 8 && (g.sw == 1 || g.sw == 2) {
-                if g.sw == 1 { self.k3s1(s, output) } else { self.k3s2(s, output) }
-            } else if g.dw == 1 && g.kh * g.kw.div_ceil(2) <= MAX_PAIRS {
-                self.pairs_any(s, output)
-            } else {
-                self.scalar(s, output)
-            }
-        }
-
-        /// Output index of (oy, ox) for this channel.
-        #[inline(always)]
-        fn out_at(&self, oy: usize, ox: usize) -> usize {
-            ((self.b * self.g.oh + oy) * self.g.ow + ox) * self.g.c + self.ch
-        }
-
-        /// Whether every plane read of this band (through one element past
-        /// the last plane column, slack the caller provides) is in bounds,
-        /// and every output of it.
-        fn in_bounds(&self, output: &[i8]) -> bool {
-            let g = self.g;
-            let last_out = self.out_at(self.oy0 + self.rows - 1, g.ow - 1);
-            g.rows(self.rows) * g.wp < self.plane.len() && last_out < output.len()
-        }
-
-        /// Loads plane elements `i` and `i + 1` as `[lo, hi]`.
-        ///
-        /// # Safety
-        /// `i + 1 < self.plane.len()`.
-        #[inline(always)]
-        unsafe fn ld2(&self, i: usize) -> u32 {
-            // SAFETY: the caller guarantees i + 1 < len: 4 readable bytes.
-            unsafe { self.plane.as_ptr().add(i).cast::<u32>().read_unaligned() }
-        }
-
-        /// Any kernel width, dilation 1: tap pairs.
-        fn pairs_any<S: Stage>(&self, s: S, output: &mut [i8]) {
-            let g = self.g;
-            if !self.in_bounds(output) {
+            let Some(span) = g.outer.span(self.rows) else { return };
+            // Every plane read below is below span·wp + SLACK ≤ ps = plane.len()
+            // (the kernels over-read at most SLACK − 1 columns past a row).
+            if span * g.wp + SLACK > self.plane.len() {
                 return;
             }
-            let kp = g.kw.div_ceil(2);
+            let (o, i) = (&g.outer, &g.inner);
+            if o.k == 3 && i.k == 3 && i.dil == 1 && (i.stride == 1 || i.stride == 2) {
+                self.k3(s, output);
+            } else if i.dil == 1 && o.k * i.k.div_ceil(2) <= MAX_PAIRS {
+                self.pairs(s, output);
+            } else {
+                self.scalar(s, output);
+            }
+        }
+
+        /// Output index of outer output `oo`, inner output `oi`.
+        #[inline(always)]
+        fn out_at(&self, oo: usize, oi: usize) -> usize {
+            self.b * self.g.batch_out + oo * self.g.outer.out_step + oi * self.g.inner.out_step + self.ch
+        }
+
+        /// 3×3 kernels, inner stride 1 or 2: the row kernels in `asm!`.
+        fn k3<S: Stage>(&self, s: S, output: &mut [i8]) {
+            let g = self.g;
+            let (o, i) = (&g.outer, &g.inner);
+            let w = |ko: usize, ki: usize| g.weight(self.filter, ko, ki, self.ch);
+            let mut wt = [0u32; 8];
+            for ko in 0..3 {
+                wt[2 * ko] = pack(w(ko, 0), w(ko, 1));
+                wt[2 * ko + 1] = if i.stride == 1 { pack(w(ko, 1), w(ko, 2)) } else { pack(w(ko, 2), 0) };
+            }
+            wt[6] = self.init as u32;
+            wt[7] = self.init as u32;
+            let mut acc = [0i32; ACC_ROW];
             for r in 0..self.rows {
-                let oy = self.oy0 + r;
-                for ox in 0..g.ow {
-                    let mut acc = self.init;
-                    for ky in 0..g.kh {
-                        let base = (r * g.sh + ky * g.dh) * g.wp + ox * g.sw;
-                        for j in 0..kp {
-                            // SAFETY: base + 2j + 1 ≤ (rows(band) − 1)·wp +
-                            // (ow − 1)·sw + kw ≤ rows(band)·wp < len
-                            // (`in_bounds`).
-                            let x = unsafe { self.ld2(base + 2 * j) };
-                            acc = smlad(self.pairs[ky * kp + j], x, acc);
+                let oo = self.oo0 + r;
+                let mut oi0 = 0;
+                while oi0 < i.output {
+                    let n = (i.output - oi0).min(ACC_ROW);
+                    let pairs = n.div_ceil(2);
+                    let col = oi0 * i.stride;
+                    let rows = [0, 1, 2].map(|ko| (r * o.stride + ko * o.dil) * g.wp + col);
+                    // Reads: row start + up to col + 4·pairs + 6 (stride 2) or
+                    // 2·pairs + 2 (stride 1) ≤ row start + wp + SLACK − 1
+                    // (n ≤ output − oi0, wp = (output − 1)·stride + 3), and
+                    // the last row starts at (span − 1)·wp: inside the
+                    // plane (`run` checked span·wp + SLACK ≤ len).
+                    let p = rows.map(|at| self.plane.as_ptr().wrapping_add(at));
+                    // SAFETY: as above; `acc` has ACC_ROW ≥ 2·pairs values.
+                    unsafe {
+                        if i.stride == 1 {
+                            k3s1_row(p, &wt, acc.as_mut_ptr(), pairs);
+                        } else {
+                            k3s2_row(p, &wt, acc.as_mut_ptr(), pairs);
                         }
                     }
-                    output[self.out_at(oy, ox)] = s.apply(acc);
+                    let mut at = self.out_at(oo, oi0);
+                    for &a in &acc[..n] {
+                        if let Some(d) = output.get_mut(at) {
+                            *d = s.apply(a);
+                        }
+                        at += i.out_step;
+                    }
+                    oi0 += n;
                 }
             }
         }
 
-        /// 3-wide kernel, stride 1: two outputs per step.
-        fn k3s1<S: Stage>(&self, s: S, output: &mut [i8]) {
+        /// Inner dilation 1, any kernel: tap pairs along the inner axis.
+        fn pairs<S: Stage>(&self, s: S, output: &mut [i8]) {
             let g = self.g;
-            if !self.in_bounds(output) {
-                return;
-            }
-            // [w0, w1] and [w1, w2] per kernel row.
-            let mut w01 = [0u32; 8];
-            let mut w12 = [0u32; 8];
-            for ky in 0..g.kh.min(8) {
-                let (p0, p1) = (self.pairs[ky * 2], self.pairs[ky * 2 + 1]);
-                w01[ky] = p0;
-                w12[ky] = pkhbt(p0 >> 16, p1);
-            }
-            let step = g.c;
-            for r in 0..self.rows {
-                let oy = self.oy0 + r;
-                let mut at = self.out_at(oy, 0);
-                let mut ox = 0;
-                while ox + 1 < g.ow {
-                    let (mut a0, mut a1) = (self.init, self.init);
-                    for ky in 0..g.kh {
-                        let base = (r * g.sh + ky * g.dh) * g.wp + ox;
-                        // SAFETY: base + 3 ≤ (rows(band) − 1)·wp + ow + 1
-                        // < rows(band)·wp (wp = ow + 2).
-                        let (l0, l2) = unsafe { (self.ld2(base), self.ld2(base + 2)) };
-                        a0 = smlatb(w12[ky], l2, smlad(w01[ky], l0, a0));
-                        a1 = smlad(w12[ky], l2, smlabt(w01[ky], l0, a1));
+            let (o, i) = (&g.outer, &g.inner);
+            let kp = i.k.div_ceil(2);
+            let mut wt = [0u32; MAX_PAIRS];
+            for ko in 0..o.k {
+                for j in 0..kp {
+                    if let Some(d) = wt.get_mut(ko * kp + j) {
+                        let w = |ki: usize| g.weight(self.filter, ko, ki, self.ch);
+                        *d = pack(w(2 * j), w(2 * j + 1));
                     }
-                    output[at] = s.apply(a0);
-                    output[at + step] = s.apply(a1);
-                    at += 2 * step;
-                    ox += 2;
-                }
-                if ox < g.ow {
-                    let mut a0 = self.init;
-                    for ky in 0..g.kh {
-                        let base = (r * g.sh + ky * g.dh) * g.wp + ox;
-                        // SAFETY: as above (base + 3 ≤ row·wp + wp ≤ rows(band)·wp).
-                        let (l0, l2) = unsafe { (self.ld2(base), self.ld2(base + 2)) };
-                        a0 = smlatb(w12[ky], l2, smlad(w01[ky], l0, a0));
-                    }
-                    output[at] = s.apply(a0);
                 }
             }
-        }
-
-        /// 3-wide kernel, stride 2: the pair at column 2·ox + 2 is the next
-        /// output's first pair.
-        fn k3s2<S: Stage>(&self, s: S, output: &mut [i8]) {
-            let g = self.g;
-            if !self.in_bounds(output) {
-                return;
-            }
-            let mut w01 = [0u32; 8];
-            let mut w2 = [0u32; 8];
-            for ky in 0..g.kh.min(8) {
-                w01[ky] = self.pairs[ky * 2];
-                w2[ky] = self.pairs[ky * 2 + 1];
-            }
-            let step = g.c;
             for r in 0..self.rows {
-                let oy = self.oy0 + r;
-                let mut at = self.out_at(oy, 0);
-                let row0 = r * g.sh;
-                for ox in 0..g.ow {
+                let oo = self.oo0 + r;
+                for oi in 0..i.output {
                     let mut acc = self.init;
-                    for ky in 0..g.kh {
-                        let base = (row0 + ky * g.dh) * g.wp + 2 * ox;
-                        // SAFETY: base + 3 ≤ (rows(band) − 1)·wp + 2·(ow − 1)
-                        // + 3 = rows(band)·wp < len (wp = 2·ow + 1).
-                        let (l0, l2) = unsafe { (self.ld2(base), self.ld2(base + 2)) };
-                        acc = smlad(w2[ky], l2, smlad(w01[ky], l0, acc));
+                    for ko in 0..o.k {
+                        let base = (r * o.stride + ko * o.dil) * g.wp + oi * i.stride;
+                        for j in 0..kp {
+                            // Columns oi·stride + 2j + 1 ≤ (output − 1)·stride
+                            // + k = wp of a row before span: inside (`run`).
+                            let x = load_pair(self.plane, base + 2 * j);
+                            acc = smlad(wt[(ko * kp + j) % MAX_PAIRS], x, acc);
+                        }
                     }
-                    output[at] = s.apply(acc);
-                    at += step;
+                    if let Some(d) = output.get_mut(self.out_at(oo, oi)) {
+                        *d = s.apply(acc);
+                    }
                 }
             }
         }
 
-        /// Any geometry (dilated kernels, very large kernels), one tap at a time.
+        /// Any geometry (dilated or very large kernels), one tap at a time.
         fn scalar<S: Stage>(&self, s: S, output: &mut [i8]) {
             let g = self.g;
+            let (o, i) = (&g.outer, &g.inner);
             for r in 0..self.rows {
-                let oy = self.oy0 + r;
-                for ox in 0..g.ow {
+                let oo = self.oo0 + r;
+                for oi in 0..i.output {
                     let mut acc = self.init;
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let i = (r * g.sh + ky * g.dh) * g.wp + ox * g.sw + kx * g.dw;
-                            let x = self.plane.get(i).map_or(0, |&v| i32::from(v));
-                            let w = self.filter.get((ky * g.kw + kx) * g.c + self.ch).map_or(0, |&v| i32::from(v));
-                            acc = acc.wrapping_add(w * x);
+                    for ko in 0..o.k {
+                        for ki in 0..i.k {
+                            let at = (r * o.stride + ko * o.dil) * g.wp + oi * i.stride + ki * i.dil;
+                            let x = self.plane.get(at).map_or(0, |&v| i32::from(v));
+                            acc = acc.wrapping_add(g.weight(self.filter, ko, ki, self.ch) * x);
                         }
                     }
-                    if let Some(o) = output.get_mut(self.out_at(oy, ox)) {
-                        *o = s.apply(acc);
+                    if let Some(d) = output.get_mut(self.out_at(oo, oi)) {
+                        *d = s.apply(acc);
                     }
                 }
             }
+        }
+    }
+
+    /// Plane elements `i` and `i + 1` as `[lo, hi]` (0 past the end).
+    #[inline(always)]
+    fn load_pair(plane: &[i16], i: usize) -> u32 {
+        match plane.get(i..i + 2) {
+            Some(s) => pack(i32::from(s[0]), i32::from(s[1])),
+            None => 0,
         }
     }
 
@@ -1240,26 +1363,10 @@ mod dsp {
         let reference = |output: &mut [i8]| {
             reference::depthwise_conv2d_i8(p, input_dims, input, filter_dims, filter, bias, requant, output_dims, output)
         };
-        let conv = &p.conv;
-        // Plane layout: rows of wp padded columns; each plane must hold the
-        // rows of at least one output row, plus one element of slack.
-        let layout = (|| {
-            let (ow, sw, kw, dw) = (output_dims.w, conv.stride.1, filter_dims.w, conv.dilation.1);
-            let wp = ow.checked_sub(1)?.checked_mul(sw)?.checked_add(kw.checked_sub(1)?.checked_mul(dw)?)?.checked_add(1)?;
-            let eff_kh = filter_dims.h.checked_sub(1)?.checked_mul(conv.dilation.0)?.checked_add(1)?;
-            let need = eff_kh.checked_mul(wp)?.checked_add(1)?;
-            if need <= PLANE / GROUP && input_dims.c >= GROUP {
-                Some((wp, PLANE / GROUP, GROUP))
-            } else if need <= PLANE {
-                Some((wp, PLANE, 1))
-            } else {
-                None
-            }
-        })();
-        let Some((wp, ps, group)) = layout else { return reference(output) };
         if p.depth_multiplier != 1 {
             return reference(output);
         }
+        let conv = &p.conv;
         // The reference's checks, in its order (depth multiplier 1).
         check_len(input.len(), input_dims)?;
         check_len(filter.len(), filter_dims)?;
@@ -1281,55 +1388,42 @@ mod dsp {
         if output.is_empty() {
             return Ok(());
         }
-        let mut g = DwGeom {
-            ih: input_dims.h,
-            iw: input_dims.w,
-            c,
-            kh: filter_dims.h,
-            kw: filter_dims.w,
-            sh: conv.stride.0,
-            sw: conv.stride.1,
-            dh: conv.dilation.0,
-            dw: conv.dilation.1,
-            pt: conv.padding.0,
-            pl: conv.padding.1,
-            oh: output_dims.h,
-            ow: output_dims.w,
-            wp,
-            ps,
-            band: 1,
-            group,
-            // −input_offset, in −128..=127.
-            zero_point: (-conv.input_offset) as i16,
+        let Some(g) = DwGeom::new(input_dims, filter_dims, output_dims, conv) else {
+            // A kernel row wider than the planes (or an empty kernel).
+            return reference(output);
         };
-        // Output rows per band: plane rows ≤ (ps − 1) / wp.
-        let max_rows = (ps - 1) / wp;
-        g.band = ((max_rows - g.rows(1)) / g.sh + 1).min(g.oh).max(1);
         let out = OutParams { offset: conv.output_offset, clamp: conv.clamp };
         let mut planes = [0i16; PLANE];
-        let mut pairs = [0u32; MAX_PAIRS];
         let mut ch0 = 0;
         while ch0 < c {
             let n_ch = if g.group == GROUP && ch0 + GROUP <= c { GROUP } else { 1 };
             for b in 0..output_dims.n {
-                let mut oy0 = 0;
-                while oy0 < g.oh {
-                    let rows = g.band.min(g.oh - oy0);
-                    for r in 0..g.rows(rows) {
-                        let py = oy0 * g.sh + r;
+                let mut oo0 = 0;
+                while oo0 < g.outer.output {
+                    let rows = g.band.min(g.outer.output - oo0);
+                    let span = g.outer.span(rows).unwrap_or(0);
+                    for r in 0..span {
+                        let po = oo0 * g.outer.stride + r;
                         if n_ch == GROUP {
-                            g.fill_row_group(&mut planes, input, b, ch0, r, py);
+                            g.fill_row_group(&mut planes, input, b, ch0, r, po);
                         } else {
-                            g.fill_row_one(&mut planes, input, b, ch0, r, py);
+                            g.fill_row_one(&mut planes, input, b, ch0, r, po);
                         }
                     }
                     for j in 0..n_ch {
                         let ch = ch0 + j;
-                        let sum = channel_weights(&g, filter, ch, &mut pairs);
+                        // Σ w over every tap: the padding holds the zero
+                        // point, which `input_offset · Σ w` cancels.
+                        let mut sum = 0i32;
+                        for ko in 0..g.outer.k {
+                            for ki in 0..g.inner.k {
+                                sum = sum.wrapping_add(g.weight(filter, ko, ki, ch));
+                            }
+                        }
                         let b0 = bias.and_then(|v| v.get(ch)).copied().unwrap_or(0);
                         let init = b0.wrapping_add(conv.input_offset.wrapping_mul(sum));
                         let Some(plane) = planes.get(j * g.ps..(j + 1) * g.ps) else { break };
-                        let band = Band { g: &g, plane, pairs: &pairs, filter, init, b, oy0, rows, ch };
+                        let band = Band { g: &g, plane, filter, ch, b, oo0, rows, init };
                         let rq = Rq::new(&requant, ch, out);
                         match rq.mode {
                             Mode::FastFull => band.run(FastFull(rq), output),
@@ -1337,7 +1431,7 @@ mod dsp {
                             Mode::Exact => band.run(Exact(rq), output),
                         }
                     }
-                    oy0 += rows;
+                    oo0 += rows;
                 }
             }
             ch0 += n_ch;

@@ -47,7 +47,7 @@ pub(super) fn has_avx512vnni() -> bool {
 }
 
 /// The arguments the GEMM micro-kernels rely on, checked once per call.
-fn gemm_args_ok(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>, out: &[i8]) -> bool {
+fn gemm_args_ok(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>, e: &Epilogue, out: &[i8]) -> bool {
     let n = packed.n;
     let k4 = kp / PACK_K;
     kp.is_multiple_of(PACK_K)
@@ -58,6 +58,7 @@ fn gemm_args_ok(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>,
         && n <= MAX_N
         && packed.data.len() == n.div_ceil(PACK_N) * k4 * PACK_N * PACK_K
         && out.len() == mr * n
+        && e.len() >= n.div_ceil(PACK_N) * PACK_N
 }
 
 // ---------------------------------------------------------------------------
@@ -73,7 +74,7 @@ pub(super) fn gemm_avx512vnni(
     e: &Epilogue,
     out: &mut [i8],
 ) {
-    if !has_avx512vnni() || !gemm_args_ok(patches, kp, mr, packed, out) {
+    if !has_avx512vnni() || !gemm_args_ok(patches, kp, mr, packed, e, out) {
         return super::gemm_portable(patches, kp, mr, packed, e, out);
     }
     // SAFETY: the CPU has the features (checked above, cached by std), and
@@ -142,7 +143,7 @@ fn block_vnni<const R: usize, const B: usize>(
     for j in 0..B {
         let c0 = (b0 + j) * PACK_N;
         let lanes = (n - c0).min(PACK_N);
-        // SAFETY: the epilogue arrays have MAX_N ≥ nb·16 entries.
+        // SAFETY: the epilogue slices have ≥ nb·16 entries (checked on entry).
         let (corr, m, ls, rs) = unsafe {
             (
                 _mm512_loadu_si512(e.corr.as_ptr().add(c0).cast()),
@@ -183,6 +184,7 @@ pub(super) fn gemm_indirect_avx512vnni(
         && n <= MAX_N
         && packed.data.len() == n.div_ceil(PACK_N) * k4 * PACK_N * PACK_K
         && out.len() == offs.len() * n
+        && e.len() >= n.div_ceil(PACK_N) * PACK_N
         && qoff.windows(2).all(|w| w[0] <= w[1])
         && offs
             .iter()
@@ -280,7 +282,7 @@ fn store_blocks<const R: usize, const B: usize>(
             break;
         }
         let lanes = (n - c0).min(PACK_N);
-        // SAFETY: the epilogue arrays have MAX_N ≥ nb·16 entries.
+        // SAFETY: the epilogue slices have ≥ nb·16 entries (checked on entry).
         let (corr, m, ls, rs) = unsafe {
             (
                 _mm512_loadu_si512(e.corr.as_ptr().add(c0).cast()),
@@ -329,22 +331,20 @@ fn requant512(x: __m512i, m: __m512i, ls: __m512i, rs: __m512i) -> __m512i {
 
 /// `out = requant(patches · Wᵀ + corr)` for `mr` rows with `vpmaddwd`.
 pub(super) fn gemm_avx2(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>, e: &Epilogue, out: &mut [i8]) {
-    if !has_avx2() || !gemm_args_ok(patches, kp, mr, packed, out) {
+    if !has_avx2() || !gemm_args_ok(patches, kp, mr, packed, e, out) {
         return super::gemm_portable(patches, kp, mr, packed, e, out);
     }
     // Patch rows widened to i16 once, so each 4-value group is one 8-byte
     // broadcast.
-    let mut wide = [0i16; MR * MAX_K];
-    for (d, &s) in wide[..mr * kp].iter_mut().zip(&patches[..mr * kp]) {
-        *d = i16::from(s);
-    }
+    let mut buf = super::Scratch::<i16, { MR * MAX_K }>::new();
+    let wide = buf.init(mr * kp, |i| i16::from(patches[i]));
     // SAFETY: the CPU has AVX2 (checked above); lengths checked above.
     unsafe {
         match mr {
-            4 => gemm_madd::<4>(&wide, kp, packed, e, out),
-            3 => gemm_madd::<3>(&wide, kp, packed, e, out),
-            2 => gemm_madd::<2>(&wide, kp, packed, e, out),
-            _ => gemm_madd::<1>(&wide, kp, packed, e, out),
+            4 => gemm_madd::<4>(wide, kp, packed, e, out),
+            3 => gemm_madd::<3>(wide, kp, packed, e, out),
+            2 => gemm_madd::<2>(wide, kp, packed, e, out),
+            _ => gemm_madd::<1>(wide, kp, packed, e, out),
         }
     }
 }
@@ -379,7 +379,7 @@ fn gemm_madd<const R: usize>(wide: &[i16], kp: usize, packed: &PackedFilter<'_>,
                 }
             }
             let lanes = (n - c0).min(8);
-            // SAFETY: epilogue arrays have MAX_N ≥ nb·16 entries.
+            // SAFETY: epilogue slices have ≥ nb·16 entries (checked on entry).
             let (corr, m, ls, rs) = unsafe {
                 (
                     _mm256_loadu_si256(e.corr.as_ptr().add(c0).cast()),
@@ -476,13 +476,13 @@ fn depthwise_tap(acc: &mut [i32], x: &[i8], w: &[i8], input_offset: i32) {
 
 /// `out[c] = clamp(requant(acc[c]) + output_offset)`, 8 channels a step.
 pub(super) fn requant_row_avx2(acc: &[i32], e: &Epilogue, out: &mut [i8]) {
-    if !has_avx2() || acc.len() > MAX_N {
+    if !has_avx2() || acc.len() > e.len() {
         for (c, (o, &a)) in out.iter_mut().zip(acc).enumerate() {
             *o = super::output_stage(a, e, c);
         }
         return;
     }
-    // SAFETY: AVX2 checked above; acc.len() ≤ MAX_N.
+    // SAFETY: AVX2 checked above; acc.len() ≤ e.len().
     unsafe { requant_row(acc, e, out) }
 }
 
@@ -491,7 +491,7 @@ fn requant_row(acc: &[i32], e: &Epilogue, out: &mut [i8]) {
     let c = acc.len().min(out.len());
     let mut i = 0;
     while i + 8 <= c {
-        // SAFETY: i + 8 ≤ c ≤ MAX_N, the length of the epilogue arrays.
+        // SAFETY: i + 8 ≤ c ≤ e.len() (checked on entry).
         let (v, m, ls, rs) = unsafe {
             (
                 _mm256_loadu_si256(acc.as_ptr().add(i).cast()),
@@ -516,6 +516,7 @@ pub(super) fn depthwise_avx512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epil
     let ok = d.0.c == d.1.c
         && d.0.c == d.2.c
         && d.0.c <= MAX_N
+        && e.len() >= d.0.c.div_ceil(16) * 16
         && Some(input.len()) == d.0.elements()
         && Some(filter.len()) == d.1.elements()
         && Some(output.len()) == d.2.elements();
@@ -548,7 +549,7 @@ fn depthwise512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &
         // SAFETY (whole block): masked loads/stores touch only lanes <
         // `lanes`, i.e. channels c0..c of a pixel's or tap's row of c
         // values, which `taps()` keeps inside the tensors; the epilogue
-        // arrays have MAX_N ≥ c0 + 16 entries.
+        // slices have ≥ round_up(c, 16) entries (checked on entry).
         unsafe {
             if held {
                 for (t, w) in wv.iter_mut().enumerate().take(fh * fw) {
