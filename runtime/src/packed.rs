@@ -14,7 +14,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use edgefleet_kernels::Requant;
 use edgefleet_kernels::fast::{
-    PackedFilter, PreparedEpilogue, pack_filter, packed_len, prepare_epilogue, prepared_len,
+    PackedFilter, PreparedEpilogue, conv_packed_depth, pack_conv_filter, pack_filter, packed_len, prepare_epilogue,
+    prepared_len,
 };
 
 use crate::format::Storage;
@@ -84,7 +85,7 @@ fn pack_op(model: &Model<'_>, op: &Op) -> Option<Packed> {
             if w.c != x.c {
                 return None; // grouped: reference path
             }
-            (wi, w.n, w.h.checked_mul(w.w)?.checked_mul(w.c)?, input, bias, requant_offset, requant_count)
+            (wi, w.n, conv_packed_depth(w)?, input, bias, requant_offset, requant_count)
         }
         Op::FullyConnected { input, filter, bias, requant_offset, requant_count, .. } => {
             let wi = model.slot(filter)?;
@@ -101,7 +102,10 @@ fn pack_op(model: &Model<'_>, op: &Op) -> Option<Packed> {
     let bytes: &[i8] = bytemuck::cast_slice(model.const_bytes(&filter)?);
     let (dl, cl) = packed_len(n, k)?;
     let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
-    pack_filter(n, k, bytes, &mut data, &mut colsum).ok()?;
+    match *op {
+        Op::Conv2d { .. } => pack_conv_filter(filter.shape.nhwc()?, bytes, &mut data, &mut colsum).ok()?,
+        _ => pack_filter(n, k, bytes, &mut data, &mut colsum).ok()?,
+    }
     let prepared = prepare(model, n, k, &data, &colsum, input, bias, requant_offset, requant_count);
     Some(Packed { n, k, data, colsum, prepared })
 }

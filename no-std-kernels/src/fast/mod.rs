@@ -219,19 +219,63 @@ pub fn pack_filter(n: usize, k: usize, w: &[i8], data: &mut [i8], colsum: &mut [
     if data.len() != dlen || colsum.len() != clen {
         return Err(KernelError::ShapeMismatch);
     }
+    pack_rows(n, k, |c, kk| w[c * k + kk], data, colsum);
+    Ok(())
+}
+
+/// Packs `n` rows of depth `k` whose value at `(c, kk)` is `w(c, kk)`
+/// (lengths already checked).
+fn pack_rows(n: usize, k: usize, w: impl Fn(usize, usize) -> i8, data: &mut [i8], colsum: &mut [i32]) {
     let k4 = k.div_ceil(PACK_K);
     data.fill(0);
     colsum.fill(0);
-    for (c, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+    for (c, total) in colsum.iter_mut().enumerate().take(n) {
         let (b, j) = (c / PACK_N, c % PACK_N);
         let mut sum = 0i32;
-        for (kk, &v) in row.iter().enumerate() {
+        for kk in 0..k {
+            let v = w(c, kk);
             let (q, r) = (kk / PACK_K, kk % PACK_K);
             data[((b * k4 + q) * PACK_N + j) * PACK_K + r] = v;
             sum = sum.wrapping_add(i32::from(v));
         }
-        colsum[c] = sum;
+        *total = sum;
     }
+}
+
+/// The depth of the packed layout [`conv2d_i8`] wants for an OHWI filter:
+/// `kh·kw·in_c`, or `kh·kw·round_up(in_c, 4)` when neither `in_c` nor
+/// `kw·in_c` is a multiple of 4 (3-channel images: the channel is padded
+/// with zero weights so that every 4-value depth group is contiguous in a
+/// zero-point-padded copy of the input, and the layer runs as an indirect
+/// GEMM instead of copying windows). `None` on overflow.
+pub fn conv_packed_depth(filter_dims: Dims4) -> Option<usize> {
+    let (fh, fw, c) = (filter_dims.h, filter_dims.w, filter_dims.c);
+    let cp = if c.is_multiple_of(PACK_K) || fw.checked_mul(c)?.is_multiple_of(PACK_K) {
+        c
+    } else {
+        c.div_ceil(PACK_K) * PACK_K
+    };
+    fh.checked_mul(fw)?.checked_mul(cp)
+}
+
+/// Packs an OHWI convolution filter as [`conv2d_i8`] wants it: `n =
+/// out_c`, `k =` [`conv_packed_depth`]; buffers sized by [`packed_len`].
+///
+/// # Errors
+/// [`KernelError::ShapeMismatch`] if a slice has the wrong length.
+pub fn pack_conv_filter(filter_dims: Dims4, w: &[i8], data: &mut [i8], colsum: &mut [i32]) -> Result<(), KernelError> {
+    check_len(w.len(), filter_dims)?;
+    let n = filter_dims.n;
+    let k = conv_packed_depth(filter_dims).ok_or(KernelError::ShapeMismatch)?;
+    let (dlen, clen) = packed_len(n, k).ok_or(KernelError::ShapeMismatch)?;
+    if data.len() != dlen || colsum.len() != clen {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let c = filter_dims.c;
+    let cp = k / (filter_dims.h * filter_dims.w).max(1);
+    let row = filter_dims.h * filter_dims.w * c;
+    // Depth index kk = tap·cp + ch of the padded layout; channels ≥ c are 0.
+    pack_rows(n, k, |o, kk| if kk % cp < c { w[o * row + kk / cp * c + kk % cp] } else { 0 }, data, colsum);
     Ok(())
 }
 
@@ -431,6 +475,10 @@ impl<'a> Epilogue<'a> {
     }
 
     /// Entries available to SIMD loads.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon"))),
+        allow(dead_code)
+    )]
     pub(crate) fn len(&self) -> usize {
         self.corr.len().min(self.multiplier.len()).min(self.left_shift.len()).min(self.right_shift.len())
     }
@@ -646,12 +694,21 @@ fn conv_impl(
         return reference(output);
     };
     let n = output_dims.c;
-    let Some(packed) = packed.filter(|pk| pk.matches(n, k)) else { return reference(output) };
+    // The packing of `pack_conv_filter`: plain, or with the channel padded
+    // (then only the indirect GEMM can use it).
+    let cp_k = conv_packed_depth(filter_dims).unwrap_or(k);
+    let Some(packed) = packed.filter(|pk| pk.matches(n, k) || (cp_k != k && pk.matches(n, cp_k))) else {
+        return reference(output);
+    };
+    let channel_padded = packed.k != k;
+    if channel_padded && isa != Isa::Avx512Vnni {
+        return reference(output);
+    }
     if isa == Isa::Reference
         || !supported(isa)
         || input_dims.c != filter_dims.c
         || filter_dims.n != n
-        || !gemm_fits(n, k)
+        || !gemm_fits(n, packed.k)
     {
         return reference(output);
     }
@@ -681,6 +738,9 @@ fn conv_impl(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni && conv_indirect(p, input_dims, input, filter_dims, packed, &e, output_dims, output) {
         return Ok(());
+    }
+    if channel_padded {
+        return reference(output);
     }
     let kp = k.div_ceil(PACK_K) * PACK_K;
     let mut pbuf = Scratch::<u8, { MR * MAX_K }>::new();
@@ -728,51 +788,69 @@ fn conv_indirect(
 ) -> bool {
     let c = input_dims.c;
     let (fh, fw) = (filter_dims.h, filter_dims.w);
-    let k = fh * fw * c;
-    let contiguous = (p.dilation.1 == 1 && (fw * c).is_multiple_of(PACK_K)) || c.is_multiple_of(PACK_K);
-    if !contiguous || k == 0 || k / PACK_K > MAX_K / PACK_K {
+    // Channels per pixel in the layout the weights were packed for.
+    let cp = if packed.k == fh * fw * c { c } else { c.div_ceil(PACK_K) * PACK_K };
+    let k = fh * fw * cp;
+    let contiguous = (p.dilation.1 == 1 && (fw * cp).is_multiple_of(PACK_K)) || cp.is_multiple_of(PACK_K);
+    if !contiguous || k == 0 || k != packed.k || k / PACK_K > MAX_K / PACK_K {
         return false;
     }
     // The padded frame the windows cover.
     let hp = (output_dims.h - 1) * p.stride.0 + (fh - 1) * p.dilation.0 + 1;
     let wp = (output_dims.w - 1) * p.stride.1 + (fw - 1) * p.dilation.1 + 1;
-    let in_image = p.padding == (0, 0) && hp <= input_dims.h && wp <= input_dims.w;
+    let in_image = cp == c && p.padding == (0, 0) && hp <= input_dims.h && wp <= input_dims.w;
     let (rows, cols) = if in_image { (input_dims.h, input_dims.w) } else { (hp, wp) };
     // Group offsets within a window, increasing with k.
     let k4 = k / PACK_K;
     let mut qbuf = Scratch::<usize, { MAX_K / PACK_K }>::new();
     let qoff = qbuf.init(k4, |q| {
         let kk = q * PACK_K;
-        let (ky, rem) = (kk / (fw * c), kk % (fw * c));
-        let (kx, ch) = (rem / c, rem % c);
-        (ky * p.dilation.0 * cols + kx * p.dilation.1) * c + ch
+        let (ky, rem) = (kk / (fw * cp), kk % (fw * cp));
+        let (kx, ch) = (rem / cp, rem % cp);
+        (ky * p.dilation.0 * cols + kx * p.dilation.1) * cp + ch
     });
     let mut buf = core::mem::MaybeUninit::<[i8; MAX_PADDED]>::uninit();
     let base: &[i8] = if in_image {
         input
     } else {
-        let Some(size) = input_dims.n.checked_mul(hp * wp * c).filter(|&s| s <= MAX_PADDED) else {
+        let Some(size) = input_dims.n.checked_mul(hp * wp * cp).filter(|&s| s <= MAX_PADDED) else {
             return false;
         };
         let zp = (-p.input_offset) as i8;
         let dst = buf.as_mut_ptr().cast::<i8>();
         let (pt, pl) = p.padding;
+        let zpb = zp as u8;
+        // Padded-frame columns [x_lo, x_hi) lie on the image (ix = x − pl).
+        let x_lo = pl.min(wp);
+        let x_hi = (pl + input_dims.w).min(wp).max(x_lo);
         for b in 0..input_dims.n {
             for y in 0..hp {
-                let row_start = (b * hp + y) * wp * c;
-                let iy = y.checked_sub(pt).filter(|&iy| iy < input_dims.h);
-                for x in 0..wp {
-                    let at = row_start + x * c;
-                    let ix = x.checked_sub(pl).filter(|&ix| ix < input_dims.w);
-                    match (iy, ix) {
-                        (Some(iy), Some(ix)) => {
-                            let src = &input[((b * input_dims.h + iy) * input_dims.w + ix) * c..][..c];
-                            // SAFETY: at + c ≤ size ≤ MAX_PADDED; src has c values.
-                            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst.add(at), c) };
+                let row = (b * hp + y) * wp * cp;
+                let Some(iy) = y.checked_sub(pt).filter(|&iy| iy < input_dims.h) else {
+                    // SAFETY: row + wp·cp ≤ size ≤ MAX_PADDED.
+                    unsafe { core::ptr::write_bytes(dst.add(row), zpb, wp * cp) };
+                    continue;
+                };
+                let src = &input[(b * input_dims.h + iy) * input_dims.w * c..][..input_dims.w * c];
+                let src = &src[(x_lo - pl.min(x_lo)) * c..][..(x_hi - x_lo) * c];
+                // SAFETY: all writes stay in [row, row + wp·cp) ⊆ [0, size);
+                // `src` holds the (x_hi − x_lo)·c values read.
+                unsafe {
+                    core::ptr::write_bytes(dst.add(row), zpb, x_lo * cp);
+                    let d = dst.add(row + x_lo * cp);
+                    if cp == c {
+                        core::ptr::copy_nonoverlapping(src.as_ptr(), d, src.len());
+                    } else {
+                        for (x, px) in src.chunks_exact(c).enumerate() {
+                            for (ch, &v) in px.iter().enumerate() {
+                                *d.add(x * cp + ch) = v;
+                            }
+                            for ch in c..cp {
+                                *d.add(x * cp + ch) = zp;
+                            }
                         }
-                        // SAFETY: as above.
-                        _ => unsafe { core::ptr::write_bytes(dst.add(at), zp as u8, c) },
                     }
+                    core::ptr::write_bytes(dst.add(row + x_hi * cp), zpb, (wp - x_hi) * cp);
                 }
             }
         }
@@ -790,7 +868,7 @@ fn conv_indirect(
             let q = pix + r;
             let (b, rem) = (q / (oh * ow), q % (oh * ow));
             let (oy, ox) = (rem / ow, rem % ow);
-            *o = ((b * rows + oy * p.stride.0) * cols + ox * p.stride.1) * c;
+            *o = ((b * rows + oy * p.stride.0) * cols + ox * p.stride.1) * cp;
         }
         if !x86::gemm_indirect_avx512vnni(base, &offs[..mr], qoff, packed, e, &mut output[pix * n..(pix + mr) * n]) {
             return false;
@@ -1257,6 +1335,15 @@ mod battery_adapters {
     use std::vec;
     use std::vec::Vec;
 
+    /// Packs a conv filter as the runtime does.
+    fn pack_conv(fd: Dims4, w: &[i8]) -> Option<(usize, Vec<i8>, Vec<i32>)> {
+        let k = conv_packed_depth(fd)?;
+        let (dl, cl) = packed_len(fd.n, k)?;
+        let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
+        pack_conv_filter(fd, w, &mut data, &mut colsum).ok()?;
+        Some((k, data, colsum))
+    }
+
     fn pack(n: usize, k: usize, w: &[i8]) -> Option<(Vec<i8>, Vec<i32>)> {
         let (dl, cl) = packed_len(n, k)?;
         let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
@@ -1278,9 +1365,8 @@ mod battery_adapters {
                 od: Dims4,
                 o: &mut [i8],
             ) -> Result<(), KernelError> {
-                let (n, k) = (fd.n, fd.h * fd.w * fd.c);
-                let packed = pack(n, k, f);
-                let pf = packed.as_ref().map(|(data, colsum)| PackedFilter { n, k, data, colsum });
+                let packed = pack_conv(fd, f);
+                let pf = packed.as_ref().map(|(k, data, colsum)| PackedFilter { n: fd.n, k: *k, data, colsum });
                 conv2d_i8_with($isa, p, id, x, fd, f, pf.as_ref(), b, r, od, o)
             }
 
@@ -1356,9 +1442,8 @@ mod battery_adapters {
         od: Dims4,
         o: &mut [i8],
     ) -> Result<(), KernelError> {
-        let (n, k) = (fd.n, fd.h * fd.w * fd.c);
-        let packed = pack(n, k, f);
-        let pf = packed.as_ref().map(|(data, colsum)| PackedFilter { n, k, data, colsum });
+        let packed = pack_conv(fd, f);
+        let pf = packed.as_ref().map(|(k, data, colsum)| PackedFilter { n: fd.n, k: *k, data, colsum });
         with_prepared(pf.as_ref(), b, r, p.input_offset, |pr| {
             conv_impl(Isa::Avx512Vnni, p, id, x, fd, f, pf.as_ref(), pr, b, r, od, o)
         })

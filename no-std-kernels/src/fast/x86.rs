@@ -539,6 +539,26 @@ fn depthwise512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &
     let lo = _mm512_set1_epi32(i32::from(e.clamp.min));
     let hi = _mm512_set1_epi32(i32::from(e.clamp.max));
     let zp = _mm512_set1_epi32(e.output_offset);
+    // Tap offsets from a window's first input pixel, and whether a window
+    // lies wholly inside the image.
+    let (dh, dw) = g.p.dilation;
+    let mut toff = [0usize; HELD];
+    if held {
+        for ky in 0..fh {
+            for kx in 0..fw {
+                toff[ky * fw + kx] = (ky * dh * g.input_dims.w + kx * dw) * c;
+            }
+        }
+    }
+    let span_y = (fh.max(1) - 1) * dh;
+    let span_x = (fw.max(1) - 1) * dw;
+    let interior = |oy: usize, ox: usize| {
+        let (y, x) = (oy * g.p.stride.0, ox * g.p.stride.1);
+        y >= g.p.padding.0
+            && y + span_y < g.p.padding.0 + g.input_dims.h
+            && x >= g.p.padding.1
+            && x + span_x < g.p.padding.1 + g.input_dims.w
+    };
     let mut c0 = 0;
     // Channel blocks outside, pixels inside: a block's weights are widened
     // once and its epilogue constants loaded once.
@@ -546,23 +566,49 @@ fn depthwise512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &
         let lanes = (c - c0).min(16);
         let mask: __mmask16 = if lanes == 16 { 0xFFFF } else { (1u16 << lanes) - 1 };
         let mut wv = [_mm512_setzero_si512(); HELD];
+        // Weights with a zero high half (for `vpdpwssd`) and their sum.
+        let mut wz = [_mm512_setzero_si512(); HELD];
+        let mut wsum = _mm512_setzero_si512();
         // SAFETY (whole block): masked loads/stores touch only lanes <
         // `lanes`, i.e. channels c0..c of a pixel's or tap's row of c
-        // values, which `taps()` keeps inside the tensors; the epilogue
+        // values, which `taps()` (or, for interior pixels, the window
+        // being inside the image) keeps inside the tensors; the epilogue
         // slices have ≥ round_up(c, 16) entries (checked on entry).
         unsafe {
             if held {
-                for (t, w) in wv.iter_mut().enumerate().take(fh * fw) {
-                    *w = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, filter.as_ptr().add(t * c + c0).cast()));
+                for t in 0..fh * fw {
+                    let w8 = _mm_maskz_loadu_epi8(mask, filter.as_ptr().add(t * c + c0).cast());
+                    wv[t] = _mm512_cvtepi8_epi32(w8);
+                    wz[t] = _mm512_cvtepu16_epi32(_mm256_cvtepi8_epi16(w8));
+                    wsum = _mm512_add_epi32(wsum, wv[t]);
                 }
             }
             let corr = _mm512_loadu_si512(e.corr.as_ptr().add(c0).cast());
+            // Interior windows: Σ w·(x + off) = Σ w·x + off·Σ w.
+            let corr_in = _mm512_add_epi32(corr, _mm512_mullo_epi32(off, wsum));
             let m = _mm512_loadu_si512(e.multiplier.as_ptr().add(c0).cast());
             let ls = _mm512_loadu_si512(e.left_shift.as_ptr().add(c0).cast());
             let rs = _mm512_loadu_si512(e.right_shift.as_ptr().add(c0).cast());
             for b in 0..g.output_dims.n {
                 for oy in 0..g.output_dims.h {
                     for ox in 0..g.output_dims.w {
+                        let o = ((b * g.output_dims.h + oy) * g.output_dims.w + ox) * c + c0;
+                        if held && interior(oy, ox) {
+                            let py = oy * g.p.stride.0 - g.p.padding.0;
+                            let px = ox * g.p.stride.1 - g.p.padding.1;
+                            let base = input.as_ptr().add(((b * g.input_dims.h + py) * g.input_dims.w + px) * c + c0);
+                            let mut acc = corr_in;
+                            for (&to, w) in toff[..fh * fw].iter().zip(&wz) {
+                                let xv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, base.add(to).cast()));
+                                // x fits in i16 and w's high half is 0: the
+                                // pair sum is the exact product.
+                                acc = _mm512_dpwssd_epi32(acc, xv, *w);
+                            }
+                            let v = _mm512_add_epi32(requant512(acc, m, ls, rs), zp);
+                            let v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+                            _mm_mask_storeu_epi8(output.as_mut_ptr().add(o).cast(), mask, _mm512_cvtepi32_epi8(v));
+                            continue;
+                        }
                         let (ys, xs) = g.taps(oy, ox);
                         let mut acc = corr;
                         for ky in ys {
@@ -584,7 +630,6 @@ fn depthwise512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &
                         }
                         let v = _mm512_add_epi32(requant512(acc, m, ls, rs), zp);
                         let v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
-                        let o = ((b * g.output_dims.h + oy) * g.output_dims.w + ox) * c + c0;
                         _mm_mask_storeu_epi8(output.as_mut_ptr().add(o).cast(), mask, _mm512_cvtepi32_epi8(v));
                     }
                 }
