@@ -12,19 +12,26 @@
 //!   and `invoke()` succeeds (a validated model fails only on caller mistakes);
 //! - run again in a larger buffer full of garbage, nothing past
 //!   `arena_size()` is written, and the outputs are the same (the memory plan
-//!   was proven: no op reads bytes nothing wrote).
+//!   was proven: no op reads bytes nothing wrote);
+//! - run with weights packed for the SIMD GEMM kernels (`PackedWeights`),
+//!   the outputs are the same again (convolutions and fully connected layers
+//!   over packed weights bit-identical to the reference ones, on whatever the
+//!   loader accepts).
 #![no_main]
 
 use edgefleet_runtime::writer::reseal;
-use edgefleet_runtime::{AlignedBytes, Interpreter, Model};
+use edgefleet_runtime::{AlignedBytes, Interpreter, Model, PackedWeights};
 use libfuzzer_sys::fuzz_target;
 
 const CANARY: u8 = 0xA5;
 /// Larger (valid) plans are loaded but not run, to keep the fuzzer's memory bounded.
 const MAX_RUN_ARENA: usize = 1 << 24;
 
-fn run(model: &Model<'_>, arena: &mut [u8], fill: u8) -> Vec<Vec<i8>> {
+fn run(model: &Model<'_>, arena: &mut [u8], fill: u8, packed: Option<&PackedWeights>) -> Vec<Vec<i8>> {
     let mut interp = Interpreter::new(model, arena).expect("an arena of arena_size() bytes is enough");
+    if let Some(p) = packed {
+        interp = interp.with_packed(p);
+    }
     assert_eq!(interp.arena_used_bytes(), model.arena_size());
     for i in 0..model.input_count() {
         let input = interp.input_mut(i).expect("validated input");
@@ -85,9 +92,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut exact = vec![0u8; n];
-    let first = run(&model, &mut exact, control);
+    let first = run(&model, &mut exact, control, None);
     let mut big = vec![CANARY; n + 64];
-    let second = run(&model, &mut big, control);
+    let second = run(&model, &mut big, control, None);
     assert!(big[n..].iter().all(|&b| b == CANARY), "wrote past arena_size()");
     assert_eq!(first, second, "outputs depend on the initial arena contents");
+    let packed = PackedWeights::for_model(&model);
+    let fast = run(&model, &mut exact, control, Some(&packed));
+    assert_eq!(first, fast, "packed (SIMD) kernels differ from the reference");
 });

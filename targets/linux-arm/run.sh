@@ -47,8 +47,14 @@ for a in "${ARCHES[@]}"; do
   t=${TRIPLE[$a]}
   read -r -a qemu <<<"${QEMU[$a]}"
 
-  step "$a: kernels and runtime tests under ${qemu[0]}"
-  cargo test --locked -p edgefleet-kernels -p edgefleet-runtime --target "$t"
+  step "$a: kernels and runtime tests under ${qemu[0]} (fast paths required, then the reference path)"
+  # The kernel battery proves each fast ISA equal to the reference; requiring
+  # the ISA makes a probe that silently falls back a failure. qemu's default
+  # aarch64 CPU has the dot product extension.
+  case $a in aarch64) isa=neondot ;; *) isa=reference ;; esac
+  EDGEFLEET_REQUIRE_ISA=$isa cargo test --locked -p edgefleet-kernels -p edgefleet-runtime \
+    --features edgefleet-kernels/std --target "$t"
+  EDGEFLEET_KERNELS=reference cargo test --locked -p edgefleet-runtime --target "$t"
 
   step "$a: edgefleet without the compiler (release)"
   cargo build --locked --release -p edgefleet --no-default-features --target "$t"
