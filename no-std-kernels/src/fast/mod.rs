@@ -375,6 +375,10 @@ impl PackedFilter<'_> {
 
 /// Rows (output pixels) per micro-kernel call.
 const MR: usize = 4;
+/// Rows (output pixels) per indirect micro-kernel call: no patch copies, so
+/// more rows share each weight load.
+#[cfg(target_arch = "x86_64")]
+const MR_INDIRECT: usize = 8;
 /// Deepest `k` the fast path takes (patch rows live on the stack).
 const MAX_K: usize = 4096;
 /// Widest `n` the fast path takes (per-channel epilogue on the stack).
@@ -861,9 +865,9 @@ fn conv_indirect(
     let n = output_dims.c;
     let pixels = output_dims.n * oh * ow;
     let mut pix = 0;
-    let mut offs = [0usize; MR];
+    let mut offs = [0usize; MR_INDIRECT];
     while pix < pixels {
-        let mr = MR.min(pixels - pix);
+        let mr = MR_INDIRECT.min(pixels - pix);
         for (r, o) in offs.iter_mut().enumerate().take(mr) {
             let q = pix + r;
             let (b, rem) = (q / (oh * ow), q % (oh * ow));

@@ -179,7 +179,7 @@ pub(super) fn gemm_indirect_avx512vnni(
     let k4 = qoff.len();
     let last = qoff.last().copied().unwrap_or(0);
     let ok = has_avx512vnni()
-        && (1..=MR).contains(&offs.len())
+        && (1..=super::MR_INDIRECT).contains(&offs.len())
         && k4 * PACK_K == packed.k
         && n <= MAX_N
         && packed.data.len() == n.div_ceil(PACK_N) * k4 * PACK_N * PACK_K
@@ -210,6 +210,10 @@ pub(super) fn gemm_indirect_avx512vnni(
             }};
         }
         match offs.len() {
+            8 => rows!(8),
+            7 => rows!(7),
+            6 => rows!(6),
+            5 => rows!(5),
             4 => rows!(4),
             3 => rows!(3),
             2 => rows!(2),
