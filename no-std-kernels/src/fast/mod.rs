@@ -500,11 +500,15 @@ fn gather_patch(
     input_dims: Dims4,
     input: &[i8],
     filter_dims: Dims4,
+    cp: usize,
     b: usize,
     oy: usize,
     ox: usize,
 ) {
     let c = input_dims.c;
+    if cp != c {
+        return gather_patch_padded(row, p, input_dims, input, filter_dims, cp, b, oy, ox);
+    }
     let pad_value = ((-p.input_offset) as i8 as u8) ^ 0x80;
     let (fh, fw) = (filter_dims.h, filter_dims.w);
     let mut at = 0;
@@ -539,6 +543,44 @@ fn gather_patch(
                 None => row[at..at + c].fill(pad_value),
             }
             at += c;
+        }
+    }
+}
+
+/// [`gather_patch`] for weights packed with the channel padded to `cp`
+/// ([`pack_conv_filter`]): each tap gets its `c` values, then `cp − c`
+/// filler values (their weights are zero).
+#[allow(clippy::too_many_arguments)]
+fn gather_patch_padded(
+    row: &mut [u8],
+    p: &ConvParams,
+    input_dims: Dims4,
+    input: &[i8],
+    filter_dims: Dims4,
+    cp: usize,
+    b: usize,
+    oy: usize,
+    ox: usize,
+) {
+    let c = input_dims.c;
+    let pad_value = ((-p.input_offset) as i8 as u8) ^ 0x80;
+    let mut at = 0;
+    for ky in 0..filter_dims.h {
+        let iy = (oy * p.stride.0 + ky * p.dilation.0).checked_sub(p.padding.0).filter(|&y| y < input_dims.h);
+        for kx in 0..filter_dims.w {
+            let ix = (ox * p.stride.1 + kx * p.dilation.1).checked_sub(p.padding.1).filter(|&x| x < input_dims.w);
+            let tap = &mut row[at..at + cp];
+            match (iy, ix) {
+                (Some(iy), Some(ix)) => {
+                    let start = ((b * input_dims.h + iy) * input_dims.w + ix) * c;
+                    for (d, &v) in tap.iter_mut().zip(&input[start..start + c]) {
+                        *d = (v as u8) ^ 0x80;
+                    }
+                    tap[c..].fill(pad_value);
+                }
+                _ => tap.fill(pad_value),
+            }
+            at += cp;
         }
     }
 }
@@ -704,10 +746,6 @@ fn conv_impl(
     let Some(packed) = packed.filter(|pk| pk.matches(n, k) || (cp_k != k && pk.matches(n, cp_k))) else {
         return reference(output);
     };
-    let channel_padded = packed.k != k;
-    if channel_padded && isa != Isa::Avx512Vnni {
-        return reference(output);
-    }
     if isa == Isa::Reference
         || !supported(isa)
         || input_dims.c != filter_dims.c
@@ -743,10 +781,8 @@ fn conv_impl(
     if isa == Isa::Avx512Vnni && conv_indirect(p, input_dims, input, filter_dims, packed, &e, output_dims, output) {
         return Ok(());
     }
-    if channel_padded {
-        return reference(output);
-    }
-    let kp = k.div_ceil(PACK_K) * PACK_K;
+
+    let kp = packed.k.div_ceil(PACK_K) * PACK_K;
     let mut pbuf = Scratch::<u8, { MR * MAX_K }>::new();
     let patches = pbuf.init(MR * kp, |_| 0);
     let (oh, ow) = (output_dims.h, output_dims.w);
@@ -757,7 +793,18 @@ fn conv_impl(
         for r in 0..mr {
             let q = pix + r;
             let (b, rem) = (q / (oh * ow), q % (oh * ow));
-            gather_patch(&mut patches[r * kp..r * kp + k], p, input_dims, input, filter_dims, b, rem / ow, rem % ow);
+            let cp = packed.k / (filter_dims.h * filter_dims.w).max(1);
+            gather_patch(
+                &mut patches[r * kp..r * kp + packed.k],
+                p,
+                input_dims,
+                input,
+                filter_dims,
+                cp,
+                b,
+                rem / ow,
+                rem % ow,
+            );
         }
         gemm_rows(isa, patches, kp, mr, packed, &e, &mut output[pix * n..(pix + mr) * n]);
         pix += mr;
