@@ -1,0 +1,184 @@
+//! Criterion benches of the int8 kernels on their own, one group per layer
+//! shape taken from the MLPerf Tiny models, each ISA this CPU supports
+//! (`reference` included) side by side:
+//!
+//! - `pointwise`: KWS's 1x1 convolution, 64 → 64 channels over 25x5 pixels
+//!   (512,000 MACs);
+//! - `conv3x3`: IC's 3x3 convolution, 16 → 16 channels over 32x32, pad 1
+//!   (2,359,296 MACs);
+//! - `conv0_rgb`: VWW's first layer, 3x3 stride 2 over a 96x96x3 image
+//!   (3 channels: the channel-padded indirect GEMM);
+//! - `depthwise3x3`: KWS's depthwise layer, 64 channels over 25x5, pad 1;
+//! - `fully_connected`: AD's 640 → 128 layer, batch 1.
+//!
+//! Weights are packed and the output stage prepared once, outside the timed
+//! loop, as the runtime does at load. `cargo bench -p edgefleet-benches --bench kernels`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use edgefleet_kernels::fast::{self, PackedFilter, PreparedEpilogue};
+use edgefleet_kernels::reference::{ConvParams, DepthwiseParams, FullyConnectedParams};
+use edgefleet_kernels::{Clamp, Dims4, Requant};
+
+/// Deterministic pseudo-random int8 values.
+fn data(n: usize, seed: u64) -> Vec<i8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 56) as u8 as i8
+        })
+        .collect()
+}
+
+struct Layer {
+    n: usize,
+    k: usize,
+    data: Vec<i8>,
+    colsum: Vec<i32>,
+    prep: [Vec<i32>; 4],
+    input_offset: i32,
+}
+
+impl Layer {
+    fn packed(&self) -> PackedFilter<'_> {
+        PackedFilter { n: self.n, k: self.k, data: &self.data, colsum: &self.colsum }
+    }
+    fn prepared(&self) -> PreparedEpilogue<'_> {
+        let [corr, multiplier, left_shift, right_shift] = &self.prep;
+        PreparedEpilogue { input_offset: self.input_offset, corr, multiplier, left_shift, right_shift }
+    }
+}
+
+fn prepare(n: usize, k: usize, data: Vec<i8>, colsum: Vec<i32>, bias: &[i32], rq: Requant<'_>, off: i32) -> Layer {
+    let len = fast::prepared_len(n);
+    let mut prep = [vec![0; len], vec![0; len], vec![0; len], vec![0; len]];
+    let [c, m, l, r] = &mut prep;
+    let pf = PackedFilter { n, k, data: &data, colsum: &colsum };
+    fast::prepare_epilogue(&pf, Some(bias), rq, off, c, m, l, r).expect("valid parameters");
+    Layer { n, k, data, colsum, prep, input_offset: off }
+}
+
+fn conv_layer(c: &mut Criterion, name: &str, id: Dims4, fd: Dims4, od: Dims4, stride: usize, pad: usize) {
+    let x = data(id.elements().unwrap_or(0), 1);
+    let w = data(fd.elements().unwrap_or(0), 2);
+    let bias: Vec<i32> = (0..fd.n as i32).map(|i| i * 37 - 500).collect();
+    let (mult, shift) = (vec![1_518_500_250; fd.n], vec![-8; fd.n]);
+    let rq = Requant { multiplier: &mult, shift: &shift };
+    let p = ConvParams {
+        stride: (stride, stride),
+        dilation: (1, 1),
+        padding: (pad, pad),
+        input_offset: 83,
+        output_offset: -128,
+        clamp: Clamp::NONE,
+    };
+    let k = fast::conv_packed_depth(fd).expect("small filter");
+    let (dl, cl) = fast::packed_len(fd.n, k).expect("small filter");
+    let (mut pd, mut cs) = (vec![0i8; dl], vec![0i32; cl]);
+    fast::pack_conv_filter(fd, &w, &mut pd, &mut cs).expect("valid filter");
+    let layer = prepare(fd.n, k, pd, cs, &bias, rq, p.input_offset);
+    let mut out = vec![0i8; od.elements().unwrap_or(0)];
+    let mut g = c.benchmark_group(name);
+    for isa in fast::all_supported() {
+        fast::set_active(isa);
+        g.bench_function(isa.name(), |b| {
+            b.iter(|| {
+                let r = fast::conv2d_i8_prepared(
+                    &p,
+                    id,
+                    black_box(&x),
+                    fd,
+                    &w,
+                    Some(&layer.packed()),
+                    Some(&layer.prepared()),
+                    Some(&bias),
+                    rq,
+                    od,
+                    &mut out,
+                );
+                black_box(r).expect("valid layer");
+            })
+        });
+    }
+    g.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    conv_layer(c, "pointwise", Dims4::new(1, 25, 5, 64), Dims4::new(64, 1, 1, 64), Dims4::new(1, 25, 5, 64), 1, 0);
+    conv_layer(c, "conv3x3", Dims4::new(1, 32, 32, 16), Dims4::new(16, 3, 3, 16), Dims4::new(1, 32, 32, 16), 1, 1);
+    conv_layer(c, "conv0_rgb", Dims4::new(1, 96, 96, 3), Dims4::new(8, 3, 3, 3), Dims4::new(1, 48, 48, 8), 2, 1);
+
+    // Depthwise 3x3, 64 channels, 25x5, pad 1 (KWS).
+    let (id, fd) = (Dims4::new(1, 25, 5, 64), Dims4::new(1, 3, 3, 64));
+    let x = data(id.elements().unwrap_or(0), 3);
+    let w = data(fd.elements().unwrap_or(0), 4);
+    let bias: Vec<i32> = (0..64).map(|i| i * 11 - 300).collect();
+    let (mult, shift) = (vec![1_300_000_000; 64], vec![-7; 64]);
+    let p = DepthwiseParams {
+        conv: ConvParams {
+            stride: (1, 1),
+            dilation: (1, 1),
+            padding: (1, 1),
+            input_offset: 128,
+            output_offset: -128,
+            clamp: Clamp::NONE,
+        },
+        depth_multiplier: 1,
+    };
+    let mut out = vec![0i8; id.elements().unwrap_or(0)];
+    let mut g = c.benchmark_group("depthwise3x3");
+    for isa in fast::all_supported() {
+        g.bench_function(isa.name(), |b| {
+            b.iter(|| {
+                let rq = Requant { multiplier: &mult, shift: &shift };
+                let r =
+                    fast::depthwise_conv2d_i8_with(isa, &p, id, black_box(&x), fd, &w, Some(&bias), rq, id, &mut out);
+                black_box(r).expect("valid layer");
+            })
+        });
+    }
+    g.finish();
+
+    // Fully connected 640 -> 128, batch 1 (AD).
+    let (n, k) = (128, 640);
+    let x = data(k, 5);
+    let w = data(n * k, 6);
+    let bias: Vec<i32> = (0..n as i32).map(|i| i * 5 - 200).collect();
+    let (mult, shift) = (vec![1_200_000_000; n], vec![-9; n]);
+    let rq = Requant { multiplier: &mult, shift: &shift };
+    let p = FullyConnectedParams { input_offset: -89, output_offset: 0, clamp: Clamp::NONE };
+    let (dl, cl) = fast::packed_len(n, k).expect("small layer");
+    let (mut pd, mut cs) = (vec![0i8; dl], vec![0i32; cl]);
+    fast::pack_filter(n, k, &w, &mut pd, &mut cs).expect("valid filter");
+    let layer = prepare(n, k, pd, cs, &bias, rq, p.input_offset);
+    let mut out = vec![0i8; n];
+    let mut g = c.benchmark_group("fully_connected");
+    for isa in fast::all_supported() {
+        fast::set_active(isa);
+        g.bench_function(isa.name(), |b| {
+            b.iter(|| {
+                let r = fast::fully_connected_i8_prepared(
+                    &p,
+                    1,
+                    black_box(&x),
+                    (n, k),
+                    &w,
+                    Some(&layer.packed()),
+                    Some(&layer.prepared()),
+                    Some(&bias),
+                    rq,
+                    &mut out,
+                );
+                black_box(r).expect("valid layer");
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);
