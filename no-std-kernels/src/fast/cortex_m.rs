@@ -800,14 +800,7 @@ mod dsp {
             ow: output_dims.w,
             offset: p.input_offset,
         };
-        let gemm = Gemm {
-            n,
-            k,
-            filter,
-            bias,
-            requant,
-            out: OutParams { offset: p.output_offset, clamp: p.clamp },
-        };
+        let gemm = Gemm { n, k, filter, bias, requant, out: OutParams { offset: p.output_offset, clamp: p.clamp } };
         gemm.run(pixels, |buf, slots, q, pix| g.fill(input, buf, slots, q, pix), output);
         Ok(())
     }
@@ -839,14 +832,7 @@ mod dsp {
         if output.is_empty() {
             return Ok(());
         }
-        let gemm = Gemm {
-            n,
-            k,
-            filter,
-            bias,
-            requant,
-            out: OutParams { offset: p.output_offset, clamp: p.clamp },
-        };
+        let gemm = Gemm { n, k, filter, bias, requant, out: OutParams { offset: p.output_offset, clamp: p.clamp } };
         let offset = p.input_offset;
         gemm.run(
             batches,
@@ -1025,9 +1011,7 @@ mod dsp {
             let base = self.outer.image(po).map(|io| b * self.batch_in + io * self.outer.in_step + ch);
             for (col, d) in row.iter_mut().enumerate() {
                 *d = match (base, self.inner.image(col)) {
-                    (Some(base), Some(ii)) => {
-                        input.get(base + ii * self.inner.in_step).map_or(zp, |&x| i16::from(x))
-                    }
+                    (Some(base), Some(ii)) => input.get(base + ii * self.inner.in_step).map_or(zp, |&x| i16::from(x)),
                     _ => zp,
                 };
             }
@@ -1361,7 +1345,17 @@ mod dsp {
         output: &mut [i8],
     ) -> Result<(), KernelError> {
         let reference = |output: &mut [i8]| {
-            reference::depthwise_conv2d_i8(p, input_dims, input, filter_dims, filter, bias, requant, output_dims, output)
+            reference::depthwise_conv2d_i8(
+                p,
+                input_dims,
+                input,
+                filter_dims,
+                filter,
+                bias,
+                requant,
+                output_dims,
+                output,
+            )
         };
         if p.depth_multiplier != 1 {
             return reference(output);
@@ -1373,8 +1367,7 @@ mod dsp {
         check_len(output.len(), output_dims)?;
         check_positive(&[p.depth_multiplier])?;
         let c = input_dims.c;
-        if output_dims.n != input_dims.n || filter_dims.n != 1 || filter_dims.c != output_dims.c || output_dims.c != c
-        {
+        if output_dims.n != input_dims.n || filter_dims.n != 1 || filter_dims.c != output_dims.c || output_dims.c != c {
             return Err(KernelError::ShapeMismatch);
         }
         check_bias(bias, c)?;
