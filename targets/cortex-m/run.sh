@@ -6,17 +6,22 @@
 #     a root of trust and the package's manifest signed just before with the
 #     host tool (fresh keys each run, as provisioning would make them);
 #  3. a run under qemu-system-arm: the firmware verifies the manifest and the
-#     package (edgefleet-protocol's no_std path), prints its output over
-#     semihosting and exits 0 only if it equals TensorFlow Lite Micro's; the
-#     printed output must also equal the x86-64 host's. A build embedding the
+#     package (edgefleet-protocol's no_std path), runs the model with the DSP
+#     kernels (`kernels: dsp`), prints its output over semihosting and exits 0
+#     only if it equals TensorFlow Lite Micro's; the printed output must also
+#     equal the x86-64 host's, and the portable kernels' on the board
+#     (semihosting argument `reference`). A build embedding the
 #     wrong expected output must exit non-zero, and builds embedding a
 #     tampered manifest, one signed by a key the root does not know, one for
 #     another board, an expired one and a package the manifest does not
 #     describe must each be rejected, with the right reason, without running
 #     the model;
-#  4. figures: flash and RAM from the ELF sections, heap high-water mark,
-#     peak stack, and the exact instructions per inference and per update
-#     verification from a QEMU TCG plugin.
+#  4. the same firmware with the VWW and IC packages (signed for the board):
+#     output equal to TensorFlow Lite Micro's and the x86-64 host's;
+#  5. figures: flash and RAM from the ELF sections, heap high-water mark,
+#     peak stack, and the exact instructions per inference (DSP and portable
+#     kernels, KWS, VWW and IC) and per update verification from a QEMU TCG
+#     plugin.
 # Usage: targets/cortex-m/run.sh
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -39,8 +44,8 @@ for k in root release rogue; do "$edgefleet" keys generate "$k" --dir "$KEYS" >/
 "$edgefleet" keys root --root-key "$KEYS/root.key" --release-key "$KEYS/release.pub" -o "$KEYS/root.signed"
 # The board's "now", fixed at build time: the manifests expire 30 days after.
 now=$(date +%s)
-sign() { # sign PACKAGE KEY HARDWARE_ID OUTPUT
-  "$edgefleet" sign "$1" --key "$2" --hardware "$3" --counter 1 --version 1.0 --model-id kws -o "$4"
+sign() { # sign PACKAGE KEY HARDWARE_ID OUTPUT [MODEL_ID]
+  "$edgefleet" sign "$1" --key "$2" --hardware "$3" --counter 1 --version 1.0 --model-id "${5:-kws}" -o "$4"
 }
 sign "$PACKAGE" "$KEYS/release.key" "$HARDWARE_ID" "$KEYS/kws.manifest"
 # The attacks the board must refuse. One bit of the package's SHA-256 in
@@ -73,7 +78,8 @@ export EDGEFLEET_FIRMWARE_MANIFEST=$KEYS/kws.manifest
 export EDGEFLEET_FIRMWARE_NOW=$now
 ELF=$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/kws
 QEMU=(qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -nographic)
-semihosting() { echo "enable=on,target=native,arg=kws,arg=$1,arg=$2"; } # semihosting RUNS VERIFICATIONS
+# semihosting RUNS VERIFICATIONS [KERNELS]
+semihosting() { echo "enable=on,target=native,arg=kws,arg=$1,arg=$2${3:+,arg=$3}"; }
 
 step "firmware: fmt, clippy (thumbv7em and host), unit tests on $HOST_TRIPLE"
 cargo fmt --check
@@ -129,25 +135,44 @@ done
 host=$($NPYCMP --values "$OUT/x86/kws-tflite-real-i8.npy")
 [ "$(sed -n 's/^output: //p' "$OUT/kws-qemu.txt")" = "$host" ] ||
   die "the board's output differs from the x86-64 host's ($host)"
-echo "update verified; the board's output equals the x86-64 host's and TensorFlow Lite Micro's"
+# The kernels crate's build.rs gives thumbv7em its DSP extension (cfg edgefleet_dsp).
+grep -qx 'kernels: dsp' "$OUT/kws-qemu.txt" ||
+  die "the firmware does not run the DSP kernels: $(grep '^kernels' "$OUT/kws-qemu.txt" || echo 'no kernels line')"
+"${QEMU[@]}" -semihosting-config "$(semihosting 1 1 reference)" -kernel "$ELF" >"$OUT/kws-qemu-reference.txt"
+grep -qx 'kernels: reference' "$OUT/kws-qemu-reference.txt" || die "the board did not switch to the portable kernels"
+[ "$(grep '^output: ' "$OUT/kws-qemu-reference.txt")" = "$(grep '^output: ' "$OUT/kws-qemu.txt")" ] ||
+  die "the portable kernels' output on the board differs from the DSP kernels'"
+echo "update verified; the board's output (DSP kernels) equals the portable kernels', the x86-64 host's and TensorFlow Lite Micro's"
+cp "$ELF" "$OUT/kws.elf"
 
 step "firmware: instructions per inference and per verification (QEMU TCG plugin)"
 gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$OUT/libinsn_count.so" "$FW/plugin/insn_count.c"
-count() { # count RUNS VERIFICATIONS: guest instructions of a whole run of the firmware
-  "${QEMU[@]}" -semihosting-config "$(semihosting "$1" "$2")" -kernel "$ELF" \
-    -plugin "$OUT/libinsn_count.so" -d plugin -D "$OUT/insn-$1-$2.log" >/dev/null
-  sed -n 's/^instructions: //p' "$OUT/insn-$1-$2.log"
+count() { # count RUNS VERIFICATIONS [KERNELS [ELF]]: guest instructions of a whole run of the firmware
+  local log=$OUT/insn-$1-$2-${3:-default}.log
+  "${QEMU[@]}" -semihosting-config "$(semihosting "$1" "$2" "${3:-}")" -kernel "${4:-$ELF}" \
+    -plugin "$OUT/libinsn_count.so" -d plugin -D "$log" >/dev/null
+  sed -n 's/^instructions: //p' "$log"
 }
-# Runs of 10, 11 and 20 inferences (and of 10, 11 and 20 verifications): the
+# Runs of A, A + 1 and B inferences (and of 10, 11 and 20 verifications): the
 # same code path but for the loop count (same digits on the command line),
 # so the differences are exactly whole inferences (reading the frame,
 # invoke, copying the scores out) or verifications (root, manifest, package).
-c10=$(count 10 1) c11=$(count 11 1) c20=$(count 20 1)
-per=$((c11 - c10))
-[ $((c20 - c10)) -eq $((10 * per)) ] ||
-  die "instruction counts are not linear in the run count: $c10, $c11, $c20"
-macs=$("$edgefleet" inspect "$EDGEFLEET_FIRMWARE_PACKAGE" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["macs"])')
-echo "runs of 10, 11, 20 inferences: $c10, $c11, $c20 instructions"
+# per_inference ELF KERNELS A B: instructions of one inference, checked linear.
+per_inference() {
+  local elf=$1 kernels=$2 a=$3 b=$4 ca cb cc
+  ca=$(count "$a" 1 "$kernels" "$elf") cb=$(count $((a + 1)) 1 "$kernels" "$elf") cc=$(count "$b" 1 "$kernels" "$elf")
+  [ $((cc - ca)) -eq $(((b - a) * (cb - ca))) ] ||
+    die "$elf, $kernels kernels: instruction counts are not linear in the run count: $ca, $cb, $cc"
+  echo "$elf, $kernels kernels: runs of $a, $((a + 1)), $b inferences: $ca, $cb, $cc instructions" >&2
+  echo $((cb - ca))
+}
+macs_of() { "$edgefleet" inspect "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["macs"])'; }
+ratio() { python3 -c "print(f'{$1 / $2:.4f} MACs/instruction, {$2 / $1:.1f} instructions/MAC')"; }
+per=$(per_inference "$ELF" dsp 10 20)
+# The portable kernels, for comparison (runs of 2, 3 and 4: they are slow;
+# at least 2, like 10, 11 and 20, so that the run loop is entered every time).
+per_reference=$(per_inference "$ELF" reference 2 4)
+macs=$(macs_of "$EDGEFLEET_FIRMWARE_PACKAGE")
 v10=$(count 1 10) v11=$(count 1 11) v20=$(count 1 20)
 per_verification=$((v11 - v10))
 [ $((v20 - v10)) -eq $((10 * per_verification)) ] ||
@@ -175,11 +200,41 @@ package=$(stat -c %s "$EDGEFLEET_FIRMWARE_PACKAGE")
 signed=$(($(stat -c %s "$EDGEFLEET_FIRMWARE_ROOT") + $(stat -c %s "$EDGEFLEET_FIRMWARE_MANIFEST")))
 flash=$(($(sec .vector_table) + $(sec .text) + $(sec .rodata) + $(sec .data)))
 ram=$(($(sec .data) + $(sec .bss) + $(sec .uninit)))
+step "firmware: the VWW and IC packages on the board"
+# The same firmware, built with another package, its manifest (signed for the
+# board) and TensorFlow Lite Micro's reference pair.
+model_figures=()
+for m in vww ic; do
+  sign "$OUT/packages/$m.efm" "$KEYS/release.key" "$HARDWARE_ID" "$KEYS/$m.manifest" "$m"
+  EDGEFLEET_FIRMWARE_PACKAGE=$OUT/packages/$m.efm EDGEFLEET_FIRMWARE_MANIFEST=$KEYS/$m.manifest \
+    EDGEFLEET_FIRMWARE_INPUT=$DATA/ref/$m/real.input_i8.npy EDGEFLEET_FIRMWARE_EXPECTED=$DATA/ref/$m/real.tflm_int8.npy \
+    cargo build --locked --release
+  cp "$ELF" "$OUT/$m.elf"
+  status=0
+  "${QEMU[@]}" -semihosting-config "$(semihosting 1 1)" -kernel "$OUT/$m.elf" >"$OUT/$m-qemu.txt" || status=$?
+  cat "$OUT/$m-qemu.txt"
+  [ "$status" -eq 0 ] || die "$m: the firmware exited with status $status (its output differs from TensorFlow Lite Micro's?)"
+  for c in root manifest package; do
+    grep -q "^verify $c: ok" "$OUT/$m-qemu.txt" || die "$m: the board did not verify the update's $c"
+  done
+  grep -qx 'kernels: dsp' "$OUT/$m-qemu.txt" || die "$m: the firmware does not run the DSP kernels"
+  host=$($NPYCMP --values "$OUT/x86/$m-tflite-real-i8.npy")
+  [ "$(sed -n 's/^output: //p' "$OUT/$m-qemu.txt")" = "$host" ] ||
+    die "$m: the board's output differs from the x86-64 host's ($host)"
+  m_per=$(per_inference "$OUT/$m.elf" dsp 10 20)
+  m_reference=$(per_inference "$OUT/$m.elf" reference 2 4)
+  m_macs=$(macs_of "$OUT/packages/$m.efm")
+  m_stack=$(sed -n 's/^stack peak: \([0-9]*\) bytes/\1/p' "$OUT/$m-qemu.txt")
+  model_figures+=("instructions per ${m^^} inference: $m_per with the DSP kernels, $m_reference with the portable ones; $m_macs MACs: $(ratio "$m_macs" "$m_per") (portable: $(ratio "$m_macs" "$m_reference")); peak stack $m_stack")
+  echo "${model_figures[-1]}"
+done
+
 figure cortex-m \
   "flash: $flash bytes = .vector_table $(sec .vector_table) + .text $(sec .text) + .rodata $(sec .rodata) (package $package, root + manifest $signed) + .data $(sec .data)" \
   "RAM: $ram bytes static = .data $(sec .data) + .bss $(sec .bss) (arena $arena) + .uninit $(sec .uninit) (heap); peak stack $stack; total $((ram + stack))" \
   "heap: verification's high-water mark $heap_high of $heap_size bytes" \
   "instructions per update verification: $per_verification (root and manifest signatures, SHA-256 of the $package-byte package; exact for this run's keys)" \
-  "instructions per KWS inference: $per (exact, QEMU TCG plugin); $macs MACs: $(python3 -c "print(f'{$macs / $per:.4f} MACs/instruction, {$per / $macs:.1f} instructions/MAC')")"
+  "instructions per KWS inference: $per with the DSP kernels, $per_reference with the portable ones (exact, QEMU TCG plugin); $macs MACs: $(ratio "$macs" "$per") (portable: $(ratio "$macs" "$per_reference"))" \
+  "${model_figures[@]}"
 
 step "cortex-m: all passed"

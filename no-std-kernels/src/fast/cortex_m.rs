@@ -1,52 +1,71 @@
 //! 32-bit Arm DSP-extension fast paths (`smlad`, `sxtb16`, `smmlar`, `qadd`,
-//! `ssat`): Cortex-M4/M7 firmware and ARMv7-A. Microcontrollers have no
-//! allocator, so these read the package's OHWI weights directly (CMSIS-NN
-//! style, no packing) and keep their scratch on the stack.
+//! `ssat`, `pkhbt`): Cortex-M4/M7 firmware and ARMv7-A. Microcontrollers have
+//! no allocator, so these read the package's OHWI weights directly
+//! (CMSIS-NN style, no packing) and keep their scratch on the stack.
 //!
 //! - **Convolution and fully connected**: an int8 GEMM. The patches of 7
-//!   output pixels are gathered ("im2col") into an `i16` stack buffer with the
-//!   input offset already added (taps in the padding are 0), interleaved by
+//!   output pixels are gathered ("im2col") into an `i16` stack buffer with
+//!   the input offset added (taps in the padding are 0), interleaved by
 //!   groups of 4 depth values and in the element order `sxtb16` produces:
 //!   for depth `4g..4g+4` of pixel `q`, the words `[x0, x2]` and `[x1, x3]`
 //!   (as CMSIS-NN's `arm_nn_mat_mult_kernel_s8_s16` reorders them). Each
-//!   output channel's weight row is then read 4 bytes at a time, split with
-//!   `sxtb16` / `sxtb16 ror #8` into `[w0, w2]`, `[w1, w3]`, and multiplied
-//!   into 7 accumulators with `smlad` (the hand-written loop in [`dot7`]:
-//!   `ldr`, 2 × `sxtb16`, 7 × (`ldrd` + 2 × `smlad`) per 4 depth values, 24
-//!   instructions for 28 MACs). Fewer than 7 pixels (the last block, or deep
-//!   layers whose 7 patches do not fit the buffer) go through the same
-//!   arithmetic in Rust ([`dot_n`]).
-//! - **Depthwise** (multiplier 1): per channel, the rows of the input the
-//!   outputs need are converted to a planar `i16` buffer ("planes", 4
-//!   channels at a time with `sxtb16` and `pkhbt`/`pkhtb`), padding filled
-//!   with the input zero point, so that two horizontally adjacent taps are
-//!   one 32-bit load and one `smlad`. `Σ w·(x + off)` is computed as
-//!   `Σ w·x' + off·Σ w` over every tap, `x'` the zero point in the padding:
-//!   the same value modulo 2^32 as the reference, which skips those taps.
-//!   3-wide kernels with stride 1 or 2 have their own loops.
-//! - **Output stage**: TFLite's double rounding, exactly. `SRDHM(x, m)` is
-//!   one `smmlar x, 2m, x` (for `m ≥ 2^30`, `2m` read as signed is `2m −
-//!   2^32`, so the product plus `x·2^32` is `2xm`; `smmlar` adds `2^31` and
-//!   keeps the high word, which is `SRDHM`'s rounding). The rounding right
-//!   shift and the output offset are `qadd(s − [s < 0], 2^(r−1) + off·2^r)`
-//!   then `asr r`; where the saturating add saturates, the exact result is
-//!   beyond the int8 range by at least 2^(31−r) − 1 − 127 ≥ 0 for `r ≤ 24`,
-//!   so the clamp gives the same byte. Other multipliers and shifts (`m <
-//!   2^30`, right shift 0 or above 24) use [`multiply_by_quantized_multiplier`]
-//!   as the reference does.
+//!   output channel's weight row is read 4 bytes at a time, split with
+//!   `sxtb16` / `sxtb16 ror #8` into `[w0, w2]`, `[w1, w3]` and multiplied
+//!   into 7 accumulators with `smlad`: `ldr`, 2 × `sxtb16`, 7 × (`ldrd` + 2
+//!   × `smlad`) per 4 depth values, 24 instructions for 28 MACs, which uses
+//!   all 14 general registers. [`gemm7_fast`] runs that loop and the output
+//!   stage for channel after channel in one `asm!` block (its loop state on
+//!   the stack); channels whose output stage it does not do, and blocks of
+//!   fewer than 4 pixels, go through [`dot7`] / [`dot_n`] and the output
+//!   stage in Rust. A depth that is not a multiple of 4 ends in a group
+//!   whose weight word reads the next row's first bytes, which meet the
+//!   patch's zero padding (the filter's last row is done in Rust).
+//! - **Depthwise** (multiplier 1): per channel, the input rows the outputs
+//!   need are converted to a planar `i16` buffer ("planes", 4 channels at a
+//!   time with `sxtb16` and `pkhbt`/`pkhtb`, [`fill_pairs`]), the padding
+//!   holding the input zero point, so that two neighbouring taps are one
+//!   32-bit load and one `smlad`. `Σ w·(x + off)` is computed as `Σ w·x' +
+//!   off·Σ w` over every tap, `x'` the zero point in the padding: the same
+//!   value modulo 2^32 as the reference, which skips those taps. The planes
+//!   run along the output's longer side (KWS's 25×5 maps are transposed).
+//!   3×3 kernels with stride 1 or 2 along the planes run in `asm!` band
+//!   kernels ([`k3s1_band`], [`k3s2_band`]) that also do the output stage;
+//!   other kernels use tap pairs or single taps in Rust.
+//! - **Output stage**: TFLite's double rounding, exactly ([`Rq`]).
+//!   `SRDHM(x, m)` is one `smmlar x, 2m, x` (for `m ≥ 2^30`, `2m` read as
+//!   signed is `2m − 2^32`, so the product plus `x·2^32` is `2xm`; `smmlar`
+//!   adds `2^31` and keeps the high word, which is `SRDHM`'s rounding). For
+//!   right shifts `r` of 1 to 24 the rounding shift and the output offset
+//!   are `qadd(s − [s < 0], 2^(r−1) + off·2^r)` then `asr r`; where the
+//!   saturating add saturates, the exact result is beyond the int8 range by
+//!   at least `2^(31−r) − 1 − 127 ≥ 0`, so the clamp gives the same byte.
+//!   Right shifts of 25 to 31 use `(⌊u/2⌋ + 2^(r−2)) >> (r − 1)` (exact, no
+//!   overflow), a zero multiplier gives `clamp(offset)` without a dot
+//!   product, and anything else (left shifts, `m < 2^30`, a narrower clamp
+//!   with a wide shift) takes [`Rq::general`], still without 64-bit
+//!   arithmetic. A unit test checks every shift against the reference's
+//!   arithmetic.
+//! - **Add**: each input's rescaled term depends only on its int8 value: a
+//!   256-entry table per input, built with the reference's own function.
 //!
 //! Arguments are validated with the reference's own checks, in the
-//! reference's order, so errors are identical; grouped convolution and depth
-//! multipliers above 1 go to the reference. Nothing here panics on valid or
-//! invalid input or allocates. Stack: the im2col buffer is 8 KiB
-//! ([`COL_WORDS`]), the depthwise planes 8 KiB ([`PLANE`]); a layer uses one
-//! of them, plus a few hundred bytes of frames.
+//! reference's order, so errors are identical; grouped convolution, depth
+//! multipliers above 1 and layers deeper than the buffers go to the
+//! reference. No allocation; no reachable panic (the indexing the compiler
+//! keeps is checked, and in range). Stack: convolution and fully connected
+//! 8 KiB of im2col buffer ([`COL_WORDS`]) + 1 KiB of per-channel table +
+//! 448 bytes of partial-block scratch + 260 bytes of gathered patch;
+//! depthwise 8 KiB of planes ([`PLANE`]); add 2 KiB of tables; plus frames
+//! (the KWS, VWW and IC firmware peaks at about 12.2 KB of stack in all).
 //!
 //! Every `unsafe` block is either one DSP instruction in `asm!` (available:
 //! this module is only built with `cfg(edgefleet_dsp)`, which `build.rs` sets
-//! for targets that have the extension), the hand-written loop [`dot7`], or
+//! for targets that have the extension), one of the hand-written loops, or
 //! an unaligned load or store whose bounds the code around it established
-//! (each says how).
+//! (each says how). The `asm!` blocks use register names and instructions
+//! valid in both ARM and Thumb-2 state (`ldrd`/`strd` on even/odd pairs),
+//! and save r6, r7 and r11 themselves where they need them (`asm!` cannot
+//! take them as operands: base and frame pointers).
 #![allow(unsafe_code)]
 
 use crate::reference::{self, ConvParams, DepthwiseParams, FullyConnectedParams};
@@ -127,15 +146,34 @@ pub(super) fn fully_connected_i8(
     }
 }
 
+/// As [`reference::add_i8`]. (`fast::add_i8_with` does not dispatch to it
+/// yet: until it does, only this module's tests call it.)
+#[allow(dead_code)]
+pub(super) fn add_i8(
+    p: &reference::AddParams,
+    input1: &[i8],
+    input2: &[i8],
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    #[cfg(edgefleet_dsp)]
+    {
+        dsp::add_i8(p, input1, input2, output)
+    }
+    #[cfg(not(edgefleet_dsp))]
+    {
+        reference::add_i8(p, input1, input2, output)
+    }
+}
+
 #[cfg(edgefleet_dsp)]
 mod dsp {
     use super::reference;
-    use crate::quant::multiply_by_quantized_multiplier;
+    use crate::quant::multiply_by_quantized_multiplier_smaller_than_one_exp;
     use crate::reference::common::{
-        check_bias, check_clamp, check_input_offset, check_len, check_len2, check_positive, check_requant,
-        check_window, check_zero_point,
+        check_bias, check_clamp, check_input_offset, check_len, check_len2, check_multipliers, check_positive,
+        check_requant, check_window, check_zero_point,
     };
-    use crate::reference::{ConvParams, DepthwiseParams, FullyConnectedParams};
+    use crate::reference::{AddParams, ConvParams, DepthwiseParams, FullyConnectedParams};
     use crate::{Clamp, Dims4, KernelError, Requant};
     use core::arch::asm;
 
@@ -276,12 +314,17 @@ mod dsp {
 
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum Mode {
-        /// `smmlar` + `qadd` + `asr`, then `ssat` (the clamp is the int8 range).
+        /// `m ≥ 2^30`, right shift 1..=24, the clamp is the int8 range:
+        /// `smmlar` + `qadd` + `asr`, then `ssat` ([`Rq::fast`]).
         FastFull,
         /// As `FastFull`, then the layer's clamp.
         FastClamp,
-        /// [`multiply_by_quantized_multiplier`] as in the reference.
-        Exact,
+        /// `m ≥ 2^30`, right shift 25..=31, the int8 range: [`Rq::wide`].
+        Wide,
+        /// `m = 0`: the output is `clamp(offset)`, whatever the accumulator.
+        Const,
+        /// Any multiplier and shift: [`Rq::general`].
+        General,
     }
 
     /// The layer's output offset and clamp.
@@ -294,39 +337,52 @@ mod dsp {
     /// One channel's output stage: `clamp(MBQM(acc, m, shift) + offset)`.
     #[derive(Clone, Copy)]
     struct Rq {
-        multiplier: i32,
-        shift: i32,
-        /// `2m` as a signed word (`2m − 2^32`).
+        /// `2m` as a signed word: `2m − 2^32` when `m ≥ 2^30`, else `2m`.
         m2: i32,
-        /// `2^(r−1) + offset·2^r`.
+        /// Fast modes: `2^(r−1) + offset·2^r`.
         cp: i32,
-        /// The right shift `r`.
-        rs: u32,
+        offset: i32,
+        /// The right shift `r = max(−shift, 0)`.
+        rs: u8,
+        /// The left shift `max(shift, 0)`.
+        ls: u8,
         mode: Mode,
-        out: OutParams,
+        clamp: Clamp,
     }
 
     impl Rq {
+        /// Multiplier ≥ 0 and shift in `-31..=30` (validated by the caller).
         #[inline]
         fn new(requant: &Requant<'_>, channel: usize, out: OutParams) -> Rq {
             let i = if requant.multiplier.len() == 1 { 0 } else { channel };
             let multiplier = requant.multiplier.get(i).copied().unwrap_or(0);
-            let shift = requant.shift.get(i).copied().unwrap_or(0);
+            let shift = requant.shift.get(i).copied().unwrap_or(0).clamp(-31, 30);
             let rs = if shift < 0 { shift.unsigned_abs() } else { 0 };
-            let fast = multiplier >= 1 << 30 && (1..=24).contains(&rs);
+            let ls = if shift > 0 { shift as u32 } else { 0 };
             let full = out.clamp.min == i8::MIN && out.clamp.max == i8::MAX;
-            let mode = match (fast, full) {
-                (false, _) => Mode::Exact,
-                (true, true) => Mode::FastFull,
-                (true, false) => Mode::FastClamp,
-            };
-            let (m2, cp) = if fast {
+            let high = multiplier >= 1 << 30;
+            let (mode, cp) = match rs {
                 // 2^(r−1) + offset·2^r: |offset| ≤ 128 and r ≤ 24 keep it in i32.
-                ((multiplier as u32).wrapping_shl(1) as i32, (1i32 << (rs - 1)).wrapping_add(out.offset << rs))
-            } else {
-                (0, 0)
+                1..=24 if high => {
+                    let cp = (1i32 << (rs - 1)).wrapping_add(out.offset << rs);
+                    (if full { Mode::FastFull } else { Mode::FastClamp }, cp)
+                }
+                25..=31 if high && full => (Mode::Wide, 1i32 << (rs - 2)),
+                _ if multiplier == 0 => {
+                    let c = out.offset.max(i32::from(out.clamp.min)).min(i32::from(out.clamp.max));
+                    (Mode::Const, c)
+                }
+                _ => (Mode::General, 0),
             };
-            Rq { multiplier, shift, m2, cp, rs, mode, out }
+            Rq {
+                m2: (multiplier as u32).wrapping_shl(1) as i32,
+                cp,
+                offset: out.offset,
+                rs: rs as u8,
+                ls: ls as u8,
+                mode,
+                clamp: out.clamp,
+            }
         }
 
         /// `MBQM(acc) + offset` (fast modes), possibly saturated where the
@@ -337,7 +393,7 @@ mod dsp {
             let s = smmlar(acc, self.m2, acc);
             // s − [s < 0]: s > i32::MIN (|SRDHM| < 2^31), no overflow.
             let u = s.wrapping_add(s >> 31);
-            asr(qadd(u, self.cp), self.rs)
+            asr(qadd(u, self.cp), u32::from(self.rs))
         }
 
         #[inline(always)]
@@ -347,14 +403,106 @@ mod dsp {
 
         #[inline(always)]
         fn fast_clamp(&self, acc: i32) -> i8 {
-            self.fast(acc).max(i32::from(self.out.clamp.min)).min(i32::from(self.out.clamp.max)) as i8
+            self.fast(acc).max(i32::from(self.clamp.min)).min(i32::from(self.clamp.max)) as i8
         }
 
-        /// The reference's output stage, operation for operation.
-        #[inline(never)]
-        fn exact(&self, acc: i32) -> i8 {
-            let v = multiply_by_quantized_multiplier(acc, self.multiplier, self.shift).wrapping_add(self.out.offset);
-            v.max(i32::from(self.out.clamp.min)).min(i32::from(self.out.clamp.max)) as i8
+        /// `Wide`: `RDBPOT(s, r) = (⌊u/2⌋ + 2^(r−2)) >> (r − 1)` (see
+        /// [`Rq::general`]), then the offset and `ssat`.
+        #[inline(always)]
+        fn wide(&self, acc: i32) -> i8 {
+            let s = smmlar(acc, self.m2, acc);
+            let u = s.wrapping_add(s >> 31);
+            ssat8(asr(self.cp + (u >> 1), u32::from(self.rs) - 1) + self.offset) as i8
+        }
+
+        /// The reference's output stage for any multiplier and shift,
+        /// exactly, without 64-bit arithmetic:
+        ///
+        /// - `x = acc << l` (wrapping, as the reference's `x * (1 << l)`);
+        /// - `SRDHM(x, m) = smmlar(x, 2m, x·[m ≥ 2^30])`: `2m` read as
+        ///   signed is `2m − 2^32·[m ≥ 2^30]`, so the 64-bit sum is `2xm`,
+        ///   and `smmlar` adds `2^31` and keeps the high word;
+        /// - `RDBPOT(s, r)` (ties away from zero) `= ⌊(u + 2^(r−1)) / 2^r⌋`
+        ///   with `u = s − [s < 0]`; for `r ≥ 2` that is `(⌊u/2⌋ +
+        ///   2^(r−2)) >> (r − 1)` (halving first cannot overflow, and the
+        ///   dropped bit never carries), for `r = 1` it is `⌊u/2⌋ + (u & 1)`;
+        /// - `+ offset` wrapping, then the clamp.
+        #[inline(always)]
+        fn general(&self, acc: i32) -> i8 {
+            let x = acc.wrapping_shl(u32::from(self.ls));
+            let s = smmlar(x, self.m2, x & (self.m2 >> 31));
+            let r = match self.rs {
+                0 => s,
+                rs => {
+                    let u = s.wrapping_add(s >> 31);
+                    let h = u >> 1;
+                    if rs == 1 { h + (u & 1) } else { (h + (1 << (rs - 2))) >> (rs - 1) }
+                }
+            };
+            r.wrapping_add(self.offset).max(i32::from(self.clamp.min)).min(i32::from(self.clamp.max)) as i8
+        }
+
+        #[inline(always)]
+        fn apply(&self, acc: i32) -> i8 {
+            match self.mode {
+                Mode::FastFull => self.fast_full(acc),
+                Mode::FastClamp => self.fast_clamp(acc),
+                Mode::Wide => self.wide(acc),
+                Mode::Const => self.cp as i8,
+                Mode::General => self.general(acc),
+            }
+        }
+    }
+
+    /// One output channel as the fused GEMM kernel [`gemm7_fast`] reads it
+    /// (byte offsets 0, 4, 8, 12): the bias and the channel's [`Rq`].
+    #[derive(Clone, Copy)]
+    #[repr(C)]
+    struct Chan {
+        bias: i32,
+        m2: i32,
+        cp: i32,
+        /// `shift | ls << 8 | mode << 16 | (offset as u8) << 24`: `shift` the
+        /// `asr` amount (`rs`, or `rs − 1` for `Wide`; `asr` by a register
+        /// reads only the low byte), mode `FastFull` 0, `Wide` 1, `Const` 2
+        /// (the kernel's own), `FastClamp` 3, `General` 4 (left to Rust).
+        shifts: u32,
+    }
+
+    impl Chan {
+        const NONE: Chan = Chan { bias: 0, m2: 0, cp: 0, shifts: 4 << 16 };
+
+        fn new(rq: &Rq, bias: i32) -> Chan {
+            let (mode, shift) = match rq.mode {
+                Mode::FastFull => (0, rq.rs),
+                Mode::Wide => (1, rq.rs - 1),
+                Mode::Const => (2, rq.rs),
+                Mode::FastClamp => (3, rq.rs),
+                Mode::General => (4, rq.rs),
+            };
+            let shifts = u32::from(shift) | u32::from(rq.ls) << 8 | mode << 16 | u32::from(rq.offset as u8) << 24;
+            Chan { bias, m2: rq.m2, cp: rq.cp, shifts }
+        }
+
+        #[inline]
+        fn rq(&self, out: OutParams) -> Rq {
+            let mode = match (self.shifts >> 16) & 0xff {
+                0 => Mode::FastFull,
+                1 => Mode::Wide,
+                2 => Mode::Const,
+                3 => Mode::FastClamp,
+                _ => Mode::General,
+            };
+            let shift = self.shifts as u8;
+            Rq {
+                m2: self.m2,
+                cp: self.cp,
+                offset: out.offset,
+                rs: if mode == Mode::Wide { shift + 1 } else { shift },
+                ls: (self.shifts >> 8) as u8,
+                mode,
+                clamp: out.clamp,
+            }
         }
     }
 
@@ -395,12 +543,15 @@ mod dsp {
     /// Writes one pixel's patch (`k` values plus the input offset) into its
     /// slot of the interleaved buffer: group `g` (depth `4g..4g+4`) of slot
     /// `q` is the words `buf[2(g·slots + q)]` = `[x0, x2]` and `+ 1` = `[x1,
-    /// x3]`; a partial last group is padded with zeros.
+    /// x3]`; a partial last group is padded with zeros. Writes at most
+    /// `ceil(k/4)` groups, all inside `buf` (checked in `new`).
     struct PatchWriter<'a> {
         buf: &'a mut [u32],
         /// Word index of the next group.
         pos: usize,
         stride: usize,
+        /// Groups that may still be written.
+        left: usize,
         offset: i32,
         offset2: u32,
         stage: [i32; 4],
@@ -408,11 +559,15 @@ mod dsp {
     }
 
     impl<'a> PatchWriter<'a> {
-        fn new(buf: &'a mut [u32], slots: usize, q: usize, offset: i32) -> Self {
+        fn new(buf: &'a mut [u32], slots: usize, q: usize, k: usize, offset: i32) -> Self {
+            let groups = k.div_ceil(4);
+            // Group g of slot q is words 2(g·slots + q) and + 1.
+            let fits = q < slots && groups.checked_mul(2 * slots).is_some_and(|w| w <= buf.len());
             PatchWriter {
                 buf,
                 pos: 2 * q,
                 stride: 2 * slots,
+                left: if fits { groups } else { 0 },
                 offset,
                 offset2: pack(offset, offset),
                 stage: [0; 4],
@@ -422,11 +577,16 @@ mod dsp {
 
         #[inline(always)]
         fn put(&mut self, a: u32, b: u32) {
-            if let Some(d) = self.buf.get_mut(self.pos..self.pos + 2) {
-                d[0] = a;
-                d[1] = b;
+            if self.left > 0 {
+                self.left -= 1;
+                let p = self.buf.as_mut_ptr();
+                // SAFETY: a group still left: pos + 1 < 2·groups·slots ≤ len (`new`).
+                unsafe {
+                    p.add(self.pos).write(a);
+                    p.add(self.pos + 1).write(b);
+                }
+                self.pos += self.stride;
             }
-            self.pos += self.stride;
         }
 
         /// Appends input values (the offset is added here).
@@ -434,12 +594,22 @@ mod dsp {
         fn values(&mut self, src: &[i8]) {
             let mut rest = src;
             if self.staged == 0 {
-                let words = src.chunks_exact(4);
-                rest = words.remainder();
-                for w in words {
+                let words = (src.len() / 4).min(self.left);
+                rest = src.get(4 * words..).unwrap_or(&[]);
+                let (off2, stride) = (self.offset2, self.stride);
+                let p = self.buf.as_mut_ptr();
+                let mut pos = self.pos;
+                for w in src.chunks_exact(4).take(words) {
                     let v = load4(w);
-                    self.put(sadd16(sxtb16(v), self.offset2), sadd16(sxtb16_ror8(v), self.offset2));
+                    // SAFETY: `words ≤ left` groups: pos + 1 < len (`new`).
+                    unsafe {
+                        p.add(pos).write(sadd16(sxtb16(v), off2));
+                        p.add(pos + 1).write(sadd16(sxtb16_ror8(v), off2));
+                    }
+                    pos += stride;
                 }
+                self.pos = pos;
+                self.left -= words;
             }
             for &x in rest {
                 self.push(i32::from(x) + self.offset);
@@ -490,82 +660,213 @@ mod dsp {
         out: OutParams,
     }
 
+    /// Output channels per requantization table (on the stack).
+    const CHUNK: usize = 64;
+
     impl Gemm<'_> {
         /// `output[pix·n + c]` for every pixel, `fill(buf, slots, q, pix)`
         /// writing the patch of pixel `pix` into slot `q` (see
-        /// [`PatchWriter`]). `slots_for(k) ≥ 1` and `output.len() ≥ pixels·n`.
+        /// [`PatchWriter`]). `slots_for(k) ≥ 1`, `output.len() = pixels·n`.
+        /// Channels go in chunks of [`CHUNK`] (the patches are gathered once
+        /// per chunk), pixels in blocks of 7; a last block of 4 to 6 pixels
+        /// runs the 7-pixel kernel on a padded block and keeps what it needs.
         fn run(&self, pixels: usize, mut fill: impl FnMut(&mut [u32], usize, usize, usize), output: &mut [i8]) {
-            let slots = slots_for(self.k);
+            let (n, k) = (self.n, self.k);
+            let slots = slots_for(k);
+            let mut table = [Chan::NONE; CHUNK];
+            if k == 0 {
+                // No taps: every output is the bias, requantized.
+                for (i, o) in output.iter_mut().enumerate() {
+                    let ch = i % n.max(1);
+                    let b = self.bias.and_then(|b| b.get(ch)).copied().unwrap_or(0);
+                    *o = Rq::new(&self.requant, ch, self.out).apply(b);
+                }
+                return;
+            }
             let mut buf = ColBuf([0; COL_WORDS]);
-            let mut pix = 0;
-            while pix < pixels {
-                let np = slots.min(pixels - pix);
-                let used = (self.k.div_ceil(4) * 2 * np).min(COL_WORDS);
-                let xs = &mut buf.0[..used];
-                for q in 0..np {
-                    fill(xs, np, q, pix + q);
+            let mut scratch = [0i8; SLOTS * CHUNK];
+            let mut c0 = 0;
+            while c0 < n {
+                let nc = CHUNK.min(n - c0);
+                for (j, t) in table.iter_mut().take(nc).enumerate() {
+                    let bias = self.bias.and_then(|b| b.get(c0 + j)).copied().unwrap_or(0);
+                    *t = Chan::new(&Rq::new(&self.requant, c0 + j, self.out), bias);
                 }
-                let Some(out) = output.get_mut(pix * self.n..(pix + np) * self.n) else { return };
-                match np {
-                    7 => self.block::<7>(xs, out),
-                    6 => self.block::<6>(xs, out),
-                    5 => self.block::<5>(xs, out),
-                    4 => self.block::<4>(xs, out),
-                    3 => self.block::<3>(xs, out),
-                    2 => self.block::<2>(xs, out),
-                    _ => self.block::<1>(xs, out),
+                let chunk = Chunk { gemm: self, c0, table: &table[..nc] };
+                let scratch = &mut scratch;
+                let mut pix = 0;
+                while pix < pixels {
+                    // Blocks of 7 (4 to 6 padded to 7), else of 1 to 3; layers
+                    // too deep for 7 patches one pixel at a time.
+                    let np = if slots == SLOTS { SLOTS.min(pixels - pix) } else { 1 };
+                    let stride = if slots == SLOTS && np >= 4 { SLOTS } else { np };
+                    let used = (k.div_ceil(4) * 2 * stride).min(COL_WORDS);
+                    let xs = &mut buf.0[..used];
+                    for q in 0..np {
+                        fill(xs, stride, q, pix + q);
+                    }
+                    let Some(out) = output.get_mut(pix * n..(pix + np) * n) else { return };
+                    match stride {
+                        7 => chunk.block::<7>(xs, np, out, scratch),
+                        3 => chunk.block::<3>(xs, np, out, scratch),
+                        2 => chunk.block::<2>(xs, np, out, scratch),
+                        _ => chunk.block::<1>(xs, np, out, scratch),
+                    }
+                    pix += np;
                 }
-                pix += np;
+                c0 += nc;
+            }
+        }
+    }
+
+    /// Channels `c0 .. c0 + table.len()` of a [`Gemm`], `k ≥ 1`.
+    struct Chunk<'a> {
+        gemm: &'a Gemm<'a>,
+        c0: usize,
+        table: &'a [Chan],
+    }
+
+    impl Chunk<'_> {
+        /// The chunk's channels of `valid ≤ N` pixels whose patches are in
+        /// `xs` (slot stride `N`); `out` holds the `valid` pixels' outputs.
+        #[inline(never)]
+        fn block<const N: usize>(&self, xs: &[u32], valid: usize, out: &mut [i8], scratch: &mut [i8; SLOTS * CHUNK]) {
+            let g = self.gemm;
+            let (n, k) = (g.n, g.k);
+            let nc = self.table.len();
+            if valid > N
+                || xs.len() < k.div_ceil(4) * 2 * N
+                || out.len() < valid * n
+                || self.c0 + nc > n
+                || g.filter.len() < (self.c0 + nc) * k
+            {
+                return;
+            }
+            // The fused kernel takes whole 7-slot blocks; it reads
+            // ceil(k/4)·4 bytes of each weight row, up to 3 bytes into the
+            // next row, so not the filter's last row when k % 4 ≠ 0. Partial
+            // blocks write into `scratch` (7 rows of the chunk's channels)
+            // and copy the valid rows out.
+            let groups = k.div_ceil(4);
+            let fused_end = if k % 4 != 0 && self.c0 + nc == n { nc - 1 } else { nc };
+            let (dst, stride) = if valid == SLOTS { (out.as_mut_ptr(), n) } else { (scratch.as_mut_ptr(), nc) };
+            let fused = N == SLOTS && nc <= CHUNK;
+            // Channel j's outputs, written to `out` in Rust, into `scratch`
+            // too (which is copied over `out` at the end).
+            let keep = |scratch: &mut [i8; SLOTS * CHUNK], out: &[i8], j: usize| {
+                for q in 0..valid {
+                    if let (Some(d), Some(&v)) = (scratch.get_mut(q * nc + j), out.get(q * n + self.c0 + j)) {
+                        *d = v;
+                    }
+                }
+            };
+            let mut j = 0;
+            while j < nc {
+                if fused && j < fused_end {
+                    // SAFETY: channels c0 + j .. c0 + fused_end: their weight
+                    // rows (k bytes each, consecutive) plus the ≤ 3 bytes read
+                    // past each (the next row's) are inside the filter
+                    // (checked above; not the last row when k % 4 ≠ 0);
+                    // their outputs at dst + j + q·stride (q < 7): inside
+                    // `out` (valid = 7, out.len() ≥ 7n, c0 + nc ≤ n) or
+                    // `scratch` (7·nc ≤ 7·CHUNK); `xs` holds 14·groups words,
+                    // 8-byte aligned (a prefix of `ColBuf`); the table has
+                    // fused_end − j ≥ 1 entries from j.
+                    let left = unsafe {
+                        gemm7_fast(
+                            g.filter.as_ptr().add((self.c0 + j) * k),
+                            self.table.as_ptr().add(j),
+                            fused_end - j,
+                            dst.add(if valid == SLOTS { self.c0 + j } else { j }),
+                            xs.as_ptr(),
+                            groups,
+                            k as isize - 4 * groups as isize,
+                            stride,
+                        )
+                    };
+                    j = fused_end - left;
+                    if j == nc {
+                        break;
+                    }
+                    if j == fused_end {
+                        // The filter's last row (k % 4 ≠ 0): in Rust.
+                        self.channel::<N>(j, xs, valid, out);
+                        if valid < SLOTS {
+                            keep(scratch, out, j);
+                        }
+                        j += 1;
+                        continue;
+                    }
+                }
+                // Channel j is not `FastFull`, `Wide` or `Const` (or the
+                // block has fewer than 7 slots): in Rust.
+                self.channel::<N>(j, xs, valid, out);
+                if fused && valid < SLOTS {
+                    keep(scratch, out, j);
+                }
+                j += 1;
+            }
+            if fused && valid < SLOTS {
+                for q in 0..valid {
+                    let from = scratch.get(q * nc..(q + 1) * nc);
+                    let to = out.get_mut(q * n + self.c0..q * n + self.c0 + nc);
+                    if let (Some(from), Some(to)) = (from, to) {
+                        to.copy_from_slice(from);
+                    }
+                }
             }
         }
 
-        /// All channels of `N` pixels whose patches are in `xs`.
-        #[inline(never)]
-        fn block<const N: usize>(&self, xs: &[u32], out: &mut [i8]) {
-            let (n, k) = (self.n, self.k);
+        /// Channel `c0 + j` of the block (bounds checked by `block`).
+        #[inline(always)]
+        fn channel<const N: usize>(&self, j: usize, xs: &[u32], valid: usize, out: &mut [i8]) {
+            let g = self.gemm;
+            let (n, k) = (g.n, g.k);
             let groups = k / 4;
-            let tail = k % 4;
-            if xs.len() < k.div_ceil(4) * 2 * N || out.len() < N * n || self.filter.len() < n * k {
-                return;
+            let ch = self.c0 + j;
+            let Some(t) = self.table.get(j) else { return };
+            let row = g.filter.get(ch * k..(ch + 1) * k).unwrap_or(&[]);
+            let mut acc = [t.bias; N];
+            if N == SLOTS {
+                // SAFETY: `row` has k ≥ 4·groups bytes; `xs` has
+                // ceil(k/4)·2·7 ≥ 14·groups words and is 8-byte aligned (a
+                // prefix of `ColBuf`).
+                let a = unsafe { dot7(row.as_ptr(), xs.as_ptr(), groups, t.bias) };
+                for (d, s) in acc.iter_mut().zip(a) {
+                    *d = s;
+                }
+            } else {
+                dot_n(row, xs, groups, &mut acc);
             }
-            let tail_xs = xs.get(groups * 2 * N..).unwrap_or(&[]);
-            for ch in 0..n {
-                let row = self.filter.get(ch * k..(ch + 1) * k).unwrap_or(&[]);
-                let b = match self.bias {
-                    Some(bias) => bias.get(ch).copied().unwrap_or(0),
-                    None => 0,
-                };
-                let mut acc = [b; N];
-                if N == SLOTS {
-                    // SAFETY: `row` has k ≥ 4·groups bytes; `xs` has
-                    // ceil(k/4)·2·7 ≥ 14·groups words and is 8-byte aligned
-                    // (a prefix of `ColBuf`).
-                    let a = unsafe { dot7(row.as_ptr(), xs.as_ptr(), groups, b) };
-                    for (d, s) in acc.iter_mut().zip(a) {
-                        *d = s;
+            if k % 4 != 0 {
+                let mut w = [0u8; 4];
+                for (d, &s) in w.iter_mut().zip(row.get(groups * 4..).unwrap_or(&[])) {
+                    *d = s as u8;
+                }
+                step(u32::from_le_bytes(w), xs.get(groups * 2 * N..).unwrap_or(&[]), &mut acc);
+            }
+            let rq = t.rq(g.out);
+            let o = out.as_mut_ptr();
+            let put = |q: usize, v: i8| {
+                // SAFETY: out.len() ≥ valid·n (checked in `block`), ch < n
+                // and q < valid, so q·n + ch < valid·n.
+                unsafe { *o.add(q * n + ch) = v };
+            };
+            macro_rules! store {
+                ($f:ident) => {
+                    if valid == N {
+                        acc.iter().enumerate().for_each(|(q, &a)| put(q, rq.$f(a)));
+                    } else {
+                        acc.iter().take(valid).enumerate().for_each(|(q, &a)| put(q, rq.$f(a)));
                     }
-                } else {
-                    dot_n(row, xs, groups, &mut acc);
-                }
-                if tail != 0 {
-                    let mut w = [0u8; 4];
-                    for (d, &s) in w.iter_mut().zip(row.get(groups * 4..).unwrap_or(&[])) {
-                        *d = s as u8;
-                    }
-                    step(u32::from_le_bytes(w), tail_xs, &mut acc);
-                }
-                let rq = Rq::new(&self.requant, ch, self.out);
-                let o = out.as_mut_ptr();
-                let put = |q: usize, v: i8| {
-                    // SAFETY: out.len() ≥ N·n (checked above), ch < n and q < N,
-                    // so q·n + ch < N·n.
-                    unsafe { *o.add(q * n + ch) = v };
                 };
-                match rq.mode {
-                    Mode::FastFull => acc.iter().enumerate().for_each(|(q, &a)| put(q, rq.fast_full(a))),
-                    Mode::FastClamp => acc.iter().enumerate().for_each(|(q, &a)| put(q, rq.fast_clamp(a))),
-                    Mode::Exact => acc.iter().enumerate().for_each(|(q, &a)| put(q, rq.exact(a))),
-                }
+            }
+            match rq.mode {
+                Mode::FastFull => store!(fast_full),
+                Mode::FastClamp => store!(fast_clamp),
+                Mode::Wide => store!(wide),
+                Mode::Const => store!(apply),
+                Mode::General => store!(general),
             }
         }
     }
@@ -589,6 +890,7 @@ mod dsp {
 
     /// One group of 4 depth values for 7 pixels: weights at `r0`, patches at
     /// `r1`; accumulators r6, r7, r8, r9, r10, r11, lr.
+    #[rustfmt::skip]
     macro_rules! step7 {
         () => {
             concat!(
@@ -688,6 +990,196 @@ mod dsp {
         [a0, a1, a2, a3, a4, a5, a6]
     }
 
+    /// Requantizes accumulator `$r` (`FastFull`: m2, cp, rs in r2, r3, r4),
+    /// stores it at `[r1]`, `r1 += r12`.
+    #[rustfmt::skip]
+    macro_rules! stage_acc {
+        ($r:literal) => {
+            concat!(
+                "smmlar ", $r, ", ", $r, ", r2, ", $r, "\n",
+                "add ", $r, ", ", $r, ", ", $r, ", asr #31\n",
+                "qadd ", $r, ", ", $r, ", r3\n",
+                "asr ", $r, ", ", $r, ", r4\n",
+                "ssat ", $r, ", #8, ", $r, "\n",
+                "strb ", $r, ", [r1]\n",
+                "add r1, r1, r12\n",
+            )
+        };
+    }
+
+    /// Requantizes accumulator `$r` (`Wide`: m2, 2^(rs−2), rs − 1, offset in
+    /// r2, r3, r4, r5), stores it at `[r1]`, `r1 += r12`.
+    #[rustfmt::skip]
+    macro_rules! stage_wide {
+        ($r:literal) => {
+            concat!(
+                "smmlar ", $r, ", ", $r, ", r2, ", $r, "\n",
+                "add ", $r, ", ", $r, ", ", $r, ", asr #31\n",
+                "add ", $r, ", r3, ", $r, ", asr #1\n",
+                "asr ", $r, ", ", $r, ", r4\n",
+                "add ", $r, ", ", $r, ", r5\n",
+                "ssat ", $r, ", #8, ", $r, "\n",
+                "strb ", $r, ", [r1]\n",
+                "add r1, r1, r12\n",
+            )
+        };
+    }
+
+    /// All 7 pixels of consecutive output channels, dot product and
+    /// `FastFull`, `Wide` or `Const` output stage, channel after channel
+    /// while the table says one of those: weights from `w` (rows of `4·groups
+    /// + wadj` bytes, consecutive, `−3 ≤ wadj ≤ 0`: a partial last group
+    /// reads the first bytes of the next row, which the zero padding of the
+    /// patches cancels), channel `j`'s bias and stage from `table[j]`, its
+    /// outputs at `out + j + q·n` (`q < 7`). Returns how many of the `left`
+    /// channels remain (0, or the first one that is not `FastFull`, `Wide`
+    /// or `Const` and those after it).
+    ///
+    /// The loop state lives on the stack (`sp`-relative: the dot product
+    /// needs all 14 registers, see [`dot7`]).
+    ///
+    /// # Safety
+    /// `left ≥ 1`; for each of the `left` channels: its weight row readable
+    /// for `4·groups` bytes, its table entry readable (4-byte aligned), its
+    /// 7 outputs writable; `xs` readable for `56·groups` bytes, 4-byte
+    /// aligned.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    unsafe fn gemm7_fast(
+        w: *const i8,
+        table: *const Chan,
+        left: usize,
+        out: *mut i8,
+        xs: *const u32,
+        groups: usize,
+        wadj: isize,
+        n: usize,
+    ) -> usize {
+        let remaining: usize;
+        // SAFETY: reads the weights, table entries and patches and writes
+        // the outputs the caller vouches for (channel by channel, stopping at
+        // the first non-`FastFull` one, whose outputs it does not write);
+        // r6, r7 and r11 are pushed and popped, and the 24 bytes of state
+        // pushed below them are popped before (no calls in between); flags
+        // clobbered.
+        unsafe {
+            asm!(
+                "push {{r6, r7, r11}}",
+                // [sp]: table, left, out, xs, groups, wadj, n.
+                "push {{r1, r2, r3, r4, r5, r8, r12}}",
+                "6:",
+                "ldr r2, [sp]",
+                "ldr r3, [r2, #12]",
+                "ubfx r4, r3, #16, #8",
+                "cmp r4, #2",
+                "bhi 9f",
+                "beq 7f",
+                "ldr r8, [r2]",
+                "ldr r1, [sp, #12]",
+                "ldr r12, [sp, #16]",
+                "mov r6, r8",
+                "mov r7, r8",
+                "mov r9, r8",
+                "mov r10, r8",
+                "mov r11, r8",
+                "mov lr, r8",
+                "lsrs r12, r12, #1",
+                "bcc 2f",
+                step7!(),
+                "2:",
+                "lsrs r12, r12, #1",
+                "bcc 3f",
+                step7!(),
+                step7!(),
+                "3:",
+                "beq 5f",
+                "4:",
+                step7!(),
+                step7!(),
+                step7!(),
+                step7!(),
+                "subs r12, r12, #1",
+                "bne 4b",
+                "5:",
+                "ldr r5, [sp, #20]",
+                "add r0, r0, r5",
+                "ldr r1, [sp]",
+                "ldrd r2, r3, [r1, #4]",
+                "ldr r4, [r1, #12]",
+                "add r1, r1, #16",
+                "str r1, [sp]",
+                "ldr r1, [sp, #8]",
+                "ldr r12, [sp, #24]",
+                "tst r4, #0x10000",
+                "bne 8f",
+                stage_acc!("r6"),
+                stage_acc!("r7"),
+                stage_acc!("r8"),
+                stage_acc!("r9"),
+                stage_acc!("r10"),
+                stage_acc!("r11"),
+                stage_acc!("lr"),
+                "b 11f",
+                // Wide: r3 = 2^(rs−2), r4 = rs − 1, r5 = offset.
+                "8:",
+                "asr r5, r4, #24",
+                stage_wide!("r6"),
+                stage_wide!("r7"),
+                stage_wide!("r8"),
+                stage_wide!("r9"),
+                stage_wide!("r10"),
+                stage_wide!("r11"),
+                stage_wide!("lr"),
+                "b 11f",
+                // Const: the output byte 7 times; skip the weight row.
+                "7:",
+                "ldr r3, [r2, #8]",
+                "add r2, r2, #16",
+                "str r2, [sp]",
+                "ldr r1, [sp, #8]",
+                "ldr r12, [sp, #24]",
+                "strb r3, [r1]",
+                "strb r3, [r1, r12]",
+                "add r1, r1, r12, lsl #1",
+                "strb r3, [r1]",
+                "strb r3, [r1, r12]",
+                "add r1, r1, r12, lsl #1",
+                "strb r3, [r1]",
+                "strb r3, [r1, r12]",
+                "add r1, r1, r12, lsl #1",
+                "strb r3, [r1]",
+                "ldr r12, [sp, #16]",
+                "add r0, r0, r12, lsl #2",
+                "ldr r5, [sp, #20]",
+                "add r0, r0, r5",
+                "11:",
+                "ldr r1, [sp, #8]",
+                "add r1, r1, #1",
+                "str r1, [sp, #8]",
+                "ldr r2, [sp, #4]",
+                "subs r2, r2, #1",
+                "str r2, [sp, #4]",
+                "bne 6b",
+                "9:",
+                "ldr r2, [sp, #4]",
+                "add sp, sp, #28",
+                "pop {{r6, r7, r11}}",
+                inout("r0") w => _,
+                inout("r1") table => _,
+                inout("r2") left => remaining,
+                inout("r3") out => _,
+                inout("r4") xs => _,
+                inout("r5") groups => _,
+                inout("r8") wadj => _,
+                out("r9") _,
+                out("r10") _,
+                inout("r12") n => _,
+                out("lr") _,
+            );
+        }
+        remaining
+    }
+
     /// Geometry of a validated, ungrouped convolution.
     struct ConvGeom {
         ih: usize,
@@ -712,8 +1204,153 @@ mod dsp {
             let per_image = self.oh * self.ow;
             let (b, r) = (pix / per_image, pix % per_image);
             let (oy, ox) = (r / self.ow, r % self.ow);
+            if self.c.is_multiple_of(4) && self.dw == 1 {
+                self.fill_words(input, buf, slots, q, b, oy, ox);
+            } else {
+                self.fill_any(input, buf, slots, q, b, oy, ox);
+            }
+        }
+
+        /// `fill` for depths that are a multiple of 4 and no horizontal
+        /// dilation: each kernel row is zeros, one run of whole input words,
+        /// zeros.
+        #[allow(clippy::too_many_arguments)]
+        fn fill_words(&self, input: &[i8], buf: &mut [u32], slots: usize, q: usize, b: usize, oy: usize, ox: usize) {
+            let c4 = self.c / 4;
+            let row_groups = self.fw * c4;
+            // Group g of slot q: words 2(g·slots + q), + 1; fh·fw·c/4 groups.
+            if q >= slots || self.fh * row_groups * 2 * slots > buf.len() {
+                return;
+            }
+            let stride = 2 * slots;
+            let off2 = pack(self.offset, self.offset);
+            let mut d = buf.as_mut_ptr().wrapping_add(2 * q);
+            let px0 = ox * self.sw;
+            // Kernel columns inside the image: kx_lo..kx_hi.
+            let kx_lo = self.pw.saturating_sub(px0).min(self.fw);
+            let kx_hi = (self.pw + self.iw).saturating_sub(px0).clamp(kx_lo, self.fw);
+            for ky in 0..self.fh {
+                let iy = (oy * self.sh + ky * self.dh).checked_sub(self.ph).filter(|&y| y < self.ih);
+                let (zeros_before, words) = match iy {
+                    Some(_) => (kx_lo * c4, (kx_hi - kx_lo) * c4),
+                    None => (row_groups, 0),
+                };
+                // A non-empty run starts inside the image: kx_lo = pw − px0
+                // when the window starts in the padding, else 0 with px0 ≥ pw.
+                let start = match iy {
+                    Some(iy) if words > 0 => ((b * self.ih + iy) * self.iw + px0 + kx_lo - self.pw) * self.c,
+                    _ => 0,
+                };
+                // SAFETY: the row's groups are written in order, row_groups
+                // per kernel row, fh rows: all inside buf (checked above);
+                // the run reads `words` input words from `start`, checked
+                // against the input here.
+                unsafe {
+                    d = zero_words(d, zeros_before, stride);
+                    if words > 0 && start + 4 * words <= input.len() {
+                        conv_words(input.as_ptr().add(start), d, words, stride, off2);
+                    }
+                    d = d.wrapping_add(words * stride);
+                    d = zero_words(d, row_groups - zeros_before - words, stride);
+                }
+            }
+        }
+
+        /// `fill` for any geometry, value by value where needed.
+        #[allow(clippy::too_many_arguments)]
+        fn fill_any(&self, input: &[i8], buf: &mut [u32], slots: usize, q: usize, b: usize, oy: usize, ox: usize) {
             let c = self.c;
-            let mut w = PatchWriter::new(buf, slots, q, self.offset);
+            let k = self.fh * self.fw * c;
+            if k <= GATHER {
+                // Gather the raw bytes (the zero point in the padding, and
+                // after the last value: both become 0 with the offset), then
+                // convert whole words.
+                let mut raw = [0u32; GATHER / 4 + 1];
+                let zp = (-self.offset) as i8;
+                let zp4 = u32::from(zp as u8).wrapping_mul(0x0101_0101);
+                let rp = raw.as_mut_ptr().cast::<u8>();
+                // Copies `len` bytes from input[from..] (or the zero point)
+                // to raw[at..], whole words: up to 3 bytes more are written
+                // (within raw: at + len ≤ k ≤ GATHER) and, if the input has
+                // them, read; later runs and the tail overwrite them.
+                let run = |at: usize, from: Option<usize>, len: usize| {
+                    let words = len.div_ceil(4);
+                    if at + 4 * words > GATHER + 4 {
+                        return;
+                    }
+                    match from.filter(|&f| f + 4 * words <= input.len()) {
+                        Some(f) => {
+                            for i in 0..words {
+                                // SAFETY: f + 4i + 4 ≤ input.len() and
+                                // at + 4i + 4 ≤ 4·(GATHER/4 + 1): in bounds.
+                                unsafe {
+                                    let v = input.as_ptr().add(f + 4 * i).cast::<u32>().read_unaligned();
+                                    rp.add(at + 4 * i).cast::<u32>().write_unaligned(v);
+                                }
+                            }
+                        }
+                        None => {
+                            for i in 0..len {
+                                let v = match from {
+                                    Some(f) => input.get(f + i).map_or(zp, |&x| x) as u8,
+                                    None => zp as u8,
+                                };
+                                // SAFETY: at + i < at + 4·words, in bounds.
+                                unsafe { rp.add(at + i).write(v) };
+                            }
+                            if from.is_none() {
+                                for i in 0..words {
+                                    // SAFETY: as above.
+                                    unsafe { rp.add(at + 4 * i).cast::<u32>().write_unaligned(zp4) };
+                                }
+                            }
+                        }
+                    }
+                };
+                let mut at = 0;
+                for ky in 0..self.fh {
+                    let iy = (oy * self.sh + ky * self.dh).checked_sub(self.ph).filter(|&y| y < self.ih);
+                    let Some(iy) = iy else {
+                        run(at, None, self.fw * c);
+                        at += self.fw * c;
+                        continue;
+                    };
+                    let line = (b * self.ih + iy) * self.iw;
+                    let px0 = ox * self.sw;
+                    if self.dw == 1 && px0 >= self.pw && px0 - self.pw + self.fw <= self.iw {
+                        run(at, Some((line + px0 - self.pw) * c), self.fw * c);
+                        at += self.fw * c;
+                        continue;
+                    }
+                    for kx in 0..self.fw {
+                        let ix = (px0 + kx * self.dw).checked_sub(self.pw).filter(|&x| x < self.iw);
+                        run(at, ix.map(|ix| (line + ix) * c), c);
+                        at += c;
+                    }
+                }
+                let raw = &mut raw;
+                let words = k.div_ceil(4);
+                for i in k..words * 4 {
+                    // SAFETY: i < 4·words ≤ GATHER + 3 < 4·(GATHER/4 + 1).
+                    unsafe { raw.as_mut_ptr().cast::<u8>().add(i).write(zp as u8) };
+                }
+                if q < slots && words * 2 * slots <= buf.len() && words > 0 {
+                    // SAFETY: `raw` holds 4·words ≤ GATHER + 3 bytes; group g
+                    // of slot q is words 2(g·slots + q), + 1 < 2·words·slots
+                    // ≤ buf.len().
+                    unsafe {
+                        conv_words(
+                            raw.as_ptr().cast::<i8>(),
+                            buf.as_mut_ptr().add(2 * q),
+                            words,
+                            2 * slots,
+                            pack(self.offset, self.offset),
+                        )
+                    };
+                }
+                return;
+            }
+            let mut w = PatchWriter::new(buf, slots, q, k, self.offset);
             for ky in 0..self.fh {
                 let iy = (oy * self.sh + ky * self.dh).checked_sub(self.ph).filter(|&y| y < self.ih);
                 let Some(iy) = iy else {
@@ -739,6 +1376,63 @@ mod dsp {
                 }
             }
             w.finish();
+        }
+    }
+
+    /// Deepest patch `fill_any` gathers on the stack before converting it.
+    const GATHER: usize = 256;
+
+    /// Writes `n` zero groups (pairs of words) at `d`, `stride` words apart;
+    /// returns the next group's address.
+    ///
+    /// # Safety
+    /// `d[i·stride]` and `d[i·stride + 1]` writable for `i < n`.
+    #[inline(always)]
+    unsafe fn zero_words(mut d: *mut u32, n: usize, stride: usize) -> *mut u32 {
+        for _ in 0..n {
+            // SAFETY: as the caller guarantees.
+            unsafe {
+                d.write(0);
+                d.add(1).write(0);
+            }
+            d = d.wrapping_add(stride);
+        }
+        d
+    }
+
+    /// Converts `n ≥ 1` words of input (4 values each) at `src` into groups
+    /// at `d`, `stride` words apart: `[x0, x2] + off`, `[x1, x3] + off`.
+    ///
+    /// # Safety
+    /// `src` readable for `4n` bytes (any alignment); `d[i·stride]` and
+    /// `d[i·stride + 1]` writable for `i < n`, `d` 4-byte aligned.
+    #[inline(always)]
+    unsafe fn conv_words(src: *const i8, d: *mut u32, n: usize, stride: usize, off2: u32) {
+        // SAFETY: reads 4n bytes from `src` (`ldr`, any alignment), writes
+        // the two words of n groups (`strd`, 4-byte aligned), as the caller
+        // guarantees; flags clobbered.
+        unsafe {
+            asm!(
+                "2:",
+                "ldr {v}, [{s}], #4",
+                "sxtb16 r2, {v}",
+                "sxtb16 r3, {v}, ror #8",
+                "sadd16 r2, r2, {o}",
+                "sadd16 r3, r3, {o}",
+                "strd r2, r3, [{d}]",
+                "add {d}, {d}, {st}",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                v = out(reg) _,
+                s = inout(reg) src => _,
+                d = inout(reg) d => _,
+                n = inout(reg) n => _,
+                st = in(reg) stride * 4,
+                o = in(reg) off2,
+                out("r2") _,
+                out("r3") _,
+                options(nostack),
+            );
         }
     }
 
@@ -801,7 +1495,25 @@ mod dsp {
             offset: p.input_offset,
         };
         let gemm = Gemm { n, k, filter, bias, requant, out: OutParams { offset: p.output_offset, clamp: p.clamp } };
-        gemm.run(pixels, |buf, slots, q, pix| g.fill(input, buf, slots, q, pix), output);
+        let pointwise = g.fh == 1 && g.fw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+        if pointwise && g.c.is_multiple_of(4) && g.oh == g.ih && g.ow == g.iw {
+            // 1×1, stride 1, no padding: pixel p's patch is input row p.
+            let (c4, off2) = (g.c / 4, pack(g.offset, g.offset));
+            gemm.run(
+                pixels,
+                |buf, slots, q, pix| {
+                    let src = input.get(pix * g.c..(pix + 1) * g.c);
+                    if let Some(src) = src.filter(|_| q < slots && c4 * 2 * slots <= buf.len() && c4 > 0) {
+                        // SAFETY: `src` holds 4·c4 bytes; group g of slot q
+                        // is words 2(g·slots + q), + 1 < 2·c4·slots ≤ len.
+                        unsafe { conv_words(src.as_ptr(), buf.as_mut_ptr().add(2 * q), c4, 2 * slots, off2) };
+                    }
+                },
+                output,
+            );
+        } else {
+            gemm.run(pixels, |buf, slots, q, pix| g.fill(input, buf, slots, q, pix), output);
+        }
         Ok(())
     }
 
@@ -837,7 +1549,7 @@ mod dsp {
         gemm.run(
             batches,
             |buf, slots, q, b| {
-                let mut w = PatchWriter::new(buf, slots, q, offset);
+                let mut w = PatchWriter::new(buf, slots, q, k, offset);
                 w.values(input.get(b * k..(b + 1) * k).unwrap_or(&[]));
                 w.finish();
             },
@@ -854,6 +1566,8 @@ mod dsp {
     const PLANE: usize = 4096;
     /// Channels converted together (one input word).
     const GROUP: usize = 4;
+    // `fill_pairs` addresses the planes 2048 bytes apart.
+    const _: () = assert!(PLANE / GROUP * 2 == 2048);
     /// Plane elements after a band's rows that the row kernels may read
     /// (values they multiply by a zero weight or discard).
     const SLACK: usize = 8;
@@ -964,41 +1678,67 @@ mod dsp {
         }
 
         /// Fills plane row `r` (padded outer position `po`) of the planes of
-        /// channels `ch..ch + 4` (all present) for batch `b`.
+        /// channels `ch..ch + 4` (all present) for batch `b`: two columns of
+        /// the 4 channels at a time (two input words) with `sxtb16` and
+        /// `pkhbt`/`pkhtb`; the padding gets the zero point.
         fn fill_row_group(&self, planes: &mut [i16; PLANE], input: &[i8], b: usize, ch: usize, r: usize, po: usize) {
-            let (wp, ps) = (self.wp, self.ps);
+            const PS: usize = PLANE / GROUP;
+            let wp = self.wp;
             let at = r * wp;
-            if at + wp > ps || GROUP * ps > PLANE {
+            if self.ps != PS || at + wp > PS {
                 return;
             }
             let zp4 = u32::from(self.zero_point as u8).wrapping_mul(0x0101_0101);
+            let inner = &self.inner;
+            let step = inner.in_step;
             let base = self.outer.image(po).map(|io| b * self.batch_in + io * self.outer.in_step + ch);
             let word = |col: usize| -> u32 {
-                match (base, self.inner.image(col)) {
-                    (Some(base), Some(ii)) => load4(input.get(base + ii * self.inner.in_step..).unwrap_or(&[])),
+                match (base, inner.image(col)) {
+                    (Some(base), Some(ii)) => load4(input.get(base + ii * step..).unwrap_or(&[])),
                     _ => zp4,
                 }
             };
             let dp = planes.as_mut_ptr();
-            let store = |j: usize, col: usize, v: u32| {
-                // SAFETY: j < 4, col + 1 < wp and at + wp ≤ ps (checked
-                // above): j·ps + at + col + 2 ≤ 4·ps ≤ PLANE.
-                unsafe { dp.add(j * ps + at + col).cast::<u32>().write_unaligned(v) }
-            };
-            let mut col = 0;
-            while col + 1 < wp {
-                let (a, b) = (word(col), word(col + 1));
+            let store = |col: usize, a: u32, b: u32| {
                 let (a02, a13, b02, b13) = (sxtb16(a), sxtb16_ror8(a), sxtb16(b), sxtb16_ror8(b));
-                store(0, col, pkhbt(a02, b02));
-                store(1, col, pkhbt(a13, b13));
-                store(2, col, pkhtb(b02, a02));
-                store(3, col, pkhtb(b13, a13));
+                // SAFETY: col + 1 < wp and at + wp ≤ PS (checked above), so
+                // j·PS + at + col + 2 ≤ 4·PS = PLANE for j < 4.
+                unsafe {
+                    let d = dp.add(at + col);
+                    d.cast::<u32>().write_unaligned(pkhbt(a02, b02));
+                    d.add(PS).cast::<u32>().write_unaligned(pkhbt(a13, b13));
+                    d.add(2 * PS).cast::<u32>().write_unaligned(pkhtb(b02, a02));
+                    d.add(3 * PS).cast::<u32>().write_unaligned(pkhtb(b13, a13));
+                }
+            };
+            // Plane columns lo..hi are image columns 0..hi − lo.
+            let lo = inner.pad.min(wp);
+            let hi = (inner.pad + inner.input).clamp(lo, wp);
+            let mut col = 0;
+            while col + 1 < wp && col < lo {
+                store(col, word(col), word(col + 1));
+                col += 2;
+            }
+            // The image part: the last word read is at base + (hi − 1 − pad)·step.
+            let last = base.and_then(|base| (hi.checked_sub(1 + inner.pad)?).checked_mul(step)?.checked_add(base));
+            if col + 1 < hi && last.is_some_and(|l| l + 4 <= input.len()) {
+                let n = (hi - col) / 2;
+                let sp = input.as_ptr().wrapping_add(base.unwrap_or(0) + (col - inner.pad) * step);
+                // SAFETY: columns col .. col + 2n ≤ hi are image columns,
+                // whose words end at or before `last + 4 ≤ input.len()`;
+                // the planes' columns col .. col + 2n of row r are inside
+                // (col + 2n ≤ wp, at + wp ≤ PS).
+                unsafe { fill_pairs(sp, step, dp.wrapping_add(at + col), n) };
+                col += 2 * n;
+            }
+            while col + 1 < wp {
+                store(col, word(col), word(col + 1));
                 col += 2;
             }
             if col < wp {
                 let v = word(col).to_le_bytes();
                 for (j, &x) in v.iter().enumerate() {
-                    planes[j * ps + at + col] = i16::from(x as i8);
+                    planes[j * PS + at + col] = i16::from(x as i8);
                 }
             }
         }
@@ -1028,34 +1768,50 @@ mod dsp {
         }
     }
 
-    /// The output stage of one channel, resolved once per channel.
-    trait Stage: Copy {
-        fn apply(self, acc: i32) -> i8;
-    }
-
-    #[derive(Clone, Copy)]
-    struct FastFull(Rq);
-    #[derive(Clone, Copy)]
-    struct FastClamp(Rq);
-    #[derive(Clone, Copy)]
-    struct Exact(Rq);
-
-    impl Stage for FastFull {
-        #[inline(always)]
-        fn apply(self, acc: i32) -> i8 {
-            self.0.fast_full(acc)
-        }
-    }
-    impl Stage for FastClamp {
-        #[inline(always)]
-        fn apply(self, acc: i32) -> i8 {
-            self.0.fast_clamp(acc)
-        }
-    }
-    impl Stage for Exact {
-        #[inline(always)]
-        fn apply(self, acc: i32) -> i8 {
-            self.0.exact(acc)
+    /// Converts `n ≥ 1` column pairs of 4 channels (input words at `src`,
+    /// `src + step`, then `2·step` further each pair) into the 4 planes at
+    /// `d`, `d + PLANE / 4`, ... (`i16` elements), two columns per pair.
+    ///
+    /// # Safety
+    /// The `2n` input words readable (any alignment), the planes' `2n`
+    /// elements from `d` writable.
+    #[inline(always)]
+    unsafe fn fill_pairs(src: *const i8, step: usize, d: *mut i16, n: usize) {
+        // SAFETY: reads the 2n words and writes the 4 × 2n elements the
+        // caller vouches for (`ldr`/`str`, any alignment); flags clobbered.
+        unsafe {
+            asm!(
+                "2:",
+                "ldr {a}, [{s}]",
+                "ldr {b}, [{s}, {st}]",
+                "add {s}, {s}, {st2}",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {c}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "pkhbt {v}, {t}, {c}, lsl #16",
+                "pkhtb {c}, {c}, {t}, asr #16",
+                "pkhbt {t}, {a}, {b}, lsl #16",
+                "pkhtb {b}, {b}, {a}, asr #16",
+                "str {t}, [{d}, #2048]",
+                "str {v}, [{d}], #4",
+                "str {b}, [{d2}, #2048]",
+                "str {c}, [{d2}], #4",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                a = out(reg) _,
+                b = out(reg) _,
+                c = out(reg) _,
+                t = out(reg) _,
+                v = out(reg) _,
+                s = inout(reg) src => _,
+                st = in(reg) step,
+                st2 = in(reg) 2 * step,
+                d = inout(reg) d => _,
+                d2 = inout(reg) d.wrapping_add(2 * (PLANE / GROUP)) => _,
+                n = inout(reg) n => _,
+                options(nostack),
+            );
         }
     }
 
@@ -1179,6 +1935,281 @@ mod dsp {
         }
     }
 
+    /// The parameter block of the band kernels ([`k3s1_band`],
+    /// [`k3s2_band`]); byte offsets in the comments, as the `asm!` reads them.
+    #[repr(C, align(8))]
+    struct BandParams {
+        /// 0: per kernel row `[w0, w1]` and `[w1, w2]` (stride 1) or `[w2, 0]`
+        /// (stride 2).
+        w: [u32; 6],
+        /// 24: the initial value, twice.
+        init: [i32; 2],
+        /// 32, 36, 40: the output stage: `Rq::m2`, `Rq::cp`, and the `asr`
+        /// amount (`FastFull`: `rs`; `Wide`: `rs − 1`).
+        m2: i32,
+        cp: i32,
+        rs: u32,
+        /// 44: output pairs per row; 48: 1 if a last single output follows.
+        pairs: u32,
+        odd: u32,
+        /// 52: rows (≥ 1; counted down by the kernels).
+        rows: u32,
+        /// 56: bytes between outputs of a row.
+        ostep: u32,
+        /// 60: bytes from a row's plane pointers after its pairs to the next
+        /// row's; 64: the same for the output pointer.
+        padv: u32,
+        oadv: u32,
+        /// 68: the output offset (`Wide`).
+        offset: i32,
+    }
+
+    /// Requantizes r0 and r1 (`FastFull`: m2, cp, rs at 32, 36, 40 of r12)
+    /// and stores them at `[lr]` and `[lr + r11]`, then `lr += 2·r11`.
+    #[rustfmt::skip]
+    macro_rules! stage2 {
+        () => {
+            concat!(
+                "ldrd r2, r3, [r12, #32]\n",
+                "ldr r4, [r12, #40]\n",
+                "smmlar r0, r0, r2, r0\n",
+                "smmlar r1, r1, r2, r1\n",
+                "add r0, r0, r0, asr #31\n",
+                "add r1, r1, r1, asr #31\n",
+                "qadd r0, r0, r3\n",
+                "qadd r1, r1, r3\n",
+                "asr r0, r0, r4\n",
+                "asr r1, r1, r4\n",
+                "ssat r0, #8, r0\n",
+                "ssat r1, #8, r1\n",
+                "strb r0, [lr]\n",
+                "strb r1, [lr, r11]\n",
+                "add lr, lr, r11, lsl #1\n",
+            )
+        };
+    }
+
+    /// Requantizes r0 (as `stage2`) and stores it at `[lr]`.
+    #[rustfmt::skip]
+    macro_rules! stage1 {
+        () => {
+            concat!(
+                "ldrd r2, r3, [r12, #32]\n",
+                "ldr r4, [r12, #40]\n",
+                "smmlar r0, r0, r2, r0\n",
+                "add r0, r0, r0, asr #31\n",
+                "qadd r0, r0, r3\n",
+                "asr r0, r0, r4\n",
+                "ssat r0, #8, r0\n",
+                "strb r0, [lr]\n",
+            )
+        };
+    }
+
+    /// As `stage2` for `Wide` (r3 = 2^(rs−2), shift rs − 1, offset at 68).
+    #[rustfmt::skip]
+    macro_rules! stage2w {
+        () => {
+            concat!(
+                "ldrd r2, r3, [r12, #32]\n",
+                "ldr r4, [r12, #40]\n",
+                "ldr r5, [r12, #68]\n",
+                "smmlar r0, r0, r2, r0\n",
+                "smmlar r1, r1, r2, r1\n",
+                "add r0, r0, r0, asr #31\n",
+                "add r1, r1, r1, asr #31\n",
+                "add r0, r3, r0, asr #1\n",
+                "add r1, r3, r1, asr #1\n",
+                "asr r0, r0, r4\n",
+                "asr r1, r1, r4\n",
+                "add r0, r0, r5\n",
+                "add r1, r1, r5\n",
+                "ssat r0, #8, r0\n",
+                "ssat r1, #8, r1\n",
+                "strb r0, [lr]\n",
+                "strb r1, [lr, r11]\n",
+                "add lr, lr, r11, lsl #1\n",
+            )
+        };
+    }
+
+    /// As `stage1` for `Wide`.
+    #[rustfmt::skip]
+    macro_rules! stage1w {
+        () => {
+            concat!(
+                "ldrd r2, r3, [r12, #32]\n",
+                "ldr r4, [r12, #40]\n",
+                "ldr r5, [r12, #68]\n",
+                "smmlar r0, r0, r2, r0\n",
+                "add r0, r0, r0, asr #31\n",
+                "add r0, r3, r0, asr #1\n",
+                "asr r0, r0, r4\n",
+                "add r0, r0, r5\n",
+                "ssat r0, #8, r0\n",
+                "strb r0, [lr]\n",
+            )
+        };
+    }
+
+    /// Kernel row `$row` (weights at `r12 + 8·$row`, plane pointer `$p`) of
+    /// two stride-1 outputs: r0 += w0·x0 + w1·x1 + w2·x2, r1 += w0·x1 +
+    /// w1·x2 + w2·x3; `$p += 4`.
+    #[rustfmt::skip]
+    macro_rules! s1_row2 {
+        ($w:literal, $p:literal) => {
+            concat!(
+                "ldrd r2, r3, [r12, #", $w, "]\n",
+                "ldr r4, [", $p, "], #4\n",
+                "ldr r5, [", $p, "]\n",
+                "smlad r0, r2, r4, r0\n",
+                "smlatb r0, r3, r5, r0\n",
+                "smlabt r1, r2, r4, r1\n",
+                "smlad r1, r3, r5, r1\n",
+            )
+        };
+    }
+
+    /// As `s1_row2` for one output (r0), `$p` unchanged.
+    #[rustfmt::skip]
+    macro_rules! s1_row1 {
+        ($w:literal, $p:literal) => {
+            concat!(
+                "ldrd r2, r3, [r12, #", $w, "]\n",
+                "ldr r4, [", $p, "]\n",
+                "ldr r5, [", $p, ", #4]\n",
+                "smlad r0, r2, r4, r0\n",
+                "smlatb r0, r3, r5, r0\n",
+            )
+        };
+    }
+
+    /// Kernel row of two stride-2 outputs: r0 += [w0 w1]·[x0 x1] + [w2 0]·[x2
+    /// x3], r1 the same from x2; `$p += 8`.
+    #[rustfmt::skip]
+    macro_rules! s2_row2 {
+        ($w:literal, $p:literal) => {
+            concat!(
+                "ldrd r2, r3, [r12, #", $w, "]\n",
+                "ldr r4, [", $p, "]\n",
+                "ldr r5, [", $p, ", #4]\n",
+                "ldr r7, [", $p, ", #8]!\n",
+                "smlad r0, r2, r4, r0\n",
+                "smlad r0, r3, r5, r0\n",
+                "smlad r1, r2, r5, r1\n",
+                "smlad r1, r3, r7, r1\n",
+            )
+        };
+    }
+
+    /// As `s2_row2` for one output (r0), `$p` unchanged.
+    #[rustfmt::skip]
+    macro_rules! s2_row1 {
+        ($w:literal, $p:literal) => {
+            concat!(
+                "ldrd r2, r3, [r12, #", $w, "]\n",
+                "ldr r4, [", $p, "]\n",
+                "ldr r5, [", $p, ", #4]\n",
+                "smlad r0, r2, r4, r0\n",
+                "smlad r0, r3, r5, r0\n",
+            )
+        };
+    }
+
+    /// Defines a band kernel: for each of `prm.rows` rows, `prm.pairs`
+    /// pairs of outputs (`$row2` per kernel row, then `$stage2`) and, if
+    /// `prm.odd`, a last single one (`$row1`, `$stage1`).
+    macro_rules! band_kernel {
+        ($(#[$doc:meta])* $name:ident, $row2:ident, $row1:ident, $stage2:ident, $stage1:ident) => {
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// Every plane element the rows' outputs read (see the kernel
+            /// rows; a few past the row included) readable; every output
+            /// written (row `r`, output `j` at `out + r·(row step) +
+            /// j·ostep`) writable; `rows ≥ 1`; `prm` 8-byte aligned (it is a
+            /// `BandParams`).
+            #[inline(never)]
+            unsafe fn $name(p: [*const i16; 3], prm: &mut BandParams, out: *mut i8) {
+                // SAFETY: reads the plane elements and writes the outputs the
+                // caller vouches for, reads `prm` and counts `prm.rows` down;
+                // r6, r7 and r11 are pushed and popped; flags clobbered.
+                unsafe {
+                    asm!(
+                        "push {{r6, r7, r11}}",
+                        "ldr r11, [r12, #56]",
+                        "2:",
+                        "ldr r6, [r12, #44]",
+                        "cmp r6, #0",
+                        "beq 4f",
+                        "3:",
+                        "ldrd r0, r1, [r12, #24]",
+                        $row2!("0", "r8"),
+                        $row2!("8", "r9"),
+                        $row2!("16", "r10"),
+                        $stage2!(),
+                        "subs r6, r6, #1",
+                        "bne 3b",
+                        "4:",
+                        "ldr r6, [r12, #48]",
+                        "cmp r6, #0",
+                        "beq 5f",
+                        "ldr r0, [r12, #24]",
+                        $row1!("0", "r8"),
+                        $row1!("8", "r9"),
+                        $row1!("16", "r10"),
+                        $stage1!(),
+                        "5:",
+                        "ldr r5, [r12, #60]",
+                        "add r8, r8, r5",
+                        "add r9, r9, r5",
+                        "add r10, r10, r5",
+                        "ldr r5, [r12, #64]",
+                        "add lr, lr, r5",
+                        "ldr r7, [r12, #52]",
+                        "subs r7, r7, #1",
+                        "str r7, [r12, #52]",
+                        "bne 2b",
+                        "pop {{r6, r7, r11}}",
+                        out("r0") _,
+                        out("r1") _,
+                        out("r2") _,
+                        out("r3") _,
+                        out("r4") _,
+                        out("r5") _,
+                        inout("r8") p[0] => _,
+                        inout("r9") p[1] => _,
+                        inout("r10") p[2] => _,
+                        in("r12") prm as *mut BandParams,
+                        inout("lr") out => _,
+                    );
+                }
+            }
+        };
+    }
+
+    band_kernel!(
+        /// A band of a 3×3 depthwise channel, inner stride 1, `FastFull`
+        /// output stage, all in registers; the plane rows at `p[0..3]`
+        /// advance by `padv` bytes per row, the outputs are `ostep` bytes
+        /// apart from `out` (advanced by `oadv` per row). Output `j` reads
+        /// columns `j .. j + 4`.
+        k3s1_band, s1_row2, s1_row1, stage2, stage1
+    );
+    band_kernel!(
+        /// As [`k3s1_band`] with the `Wide` output stage.
+        k3s1_band_wide, s1_row2, s1_row1, stage2w, stage1w
+    );
+    band_kernel!(
+        /// As [`k3s1_band`] with inner stride 2: output `j` reads columns
+        /// `2j .. 2j + 4`, the pointers advance 8 bytes per pair.
+        k3s2_band, s2_row2, s2_row1, stage2, stage1
+    );
+    band_kernel!(
+        /// As [`k3s2_band`] with the `Wide` output stage.
+        k3s2_band_wide, s2_row2, s2_row1, stage2w, stage1w
+    );
+
     /// The outputs of one channel for outer outputs `oo0 .. oo0 + rows` of
     /// batch `b`, from its plane (plane row 0 = padded outer position
     /// `oo0 · stride`), rows `span(rows)` filled.
@@ -1194,7 +2225,7 @@ mod dsp {
     }
 
     impl Band<'_> {
-        fn run<S: Stage>(&self, s: S, output: &mut [i8]) {
+        fn run(&self, rq: Rq, output: &mut [i8]) {
             let g = self.g;
             let Some(span) = g.outer.span(self.rows) else { return };
             // Every plane read below is below span·wp + SLACK ≤ ps = plane.len()
@@ -1204,11 +2235,26 @@ mod dsp {
             }
             let (o, i) = (&g.outer, &g.inner);
             if o.k == 3 && i.k == 3 && i.dil == 1 && (i.stride == 1 || i.stride == 2) {
-                self.k3(s, output);
+                if matches!(rq.mode, Mode::FastFull | Mode::Wide) {
+                    self.k3_band(rq, output);
+                } else {
+                    self.k3(rq, output);
+                }
             } else if i.dil == 1 && o.k * i.k.div_ceil(2) <= MAX_PAIRS {
-                self.pairs(s, output);
+                self.pairs(rq, output);
             } else {
-                self.scalar(s, output);
+                self.scalar(rq, output);
+            }
+        }
+
+        /// Every output of the band is `c` (`Const` channels).
+        fn constant(&self, c: i8, output: &mut [i8]) {
+            for r in 0..self.rows {
+                for oi in 0..self.g.inner.output {
+                    if let Some(d) = output.get_mut(self.out_at(self.oo0 + r, oi)) {
+                        *d = c;
+                    }
+                }
             }
         }
 
@@ -1218,8 +2264,59 @@ mod dsp {
             self.b * self.g.batch_out + oo * self.g.outer.out_step + oi * self.g.inner.out_step + self.ch
         }
 
+        /// 3×3 kernels, inner stride 1 or 2, `FastFull` or `Wide` output
+        /// stage: the band kernels in `asm!`.
+        fn k3_band(&self, rq: Rq, output: &mut [i8]) {
+            let g = self.g;
+            let (o, i) = (&g.outer, &g.inner);
+            let n = i.output;
+            // Every output of the band is inside `output` (the last one is
+            // the largest index), every plane read below span·wp + SLACK ≤
+            // plane.len() (`run`).
+            if self.rows == 0 || n == 0 || self.out_at(self.oo0 + self.rows - 1, n - 1) >= output.len() {
+                return;
+            }
+            let w = |ko: usize, ki: usize| g.weight(self.filter, ko, ki, self.ch);
+            let mut wt = [0u32; 6];
+            for ko in 0..3 {
+                wt[2 * ko] = pack(w(ko, 0), w(ko, 1));
+                wt[2 * ko + 1] = if i.stride == 1 { pack(w(ko, 1), w(ko, 2)) } else { pack(w(ko, 2), 0) };
+            }
+            let pairs = n / 2;
+            let advanced = if i.stride == 1 { 4 * pairs } else { 8 * pairs };
+            let mut prm = BandParams {
+                w: wt,
+                init: [self.init; 2],
+                m2: rq.m2,
+                cp: rq.cp,
+                rs: if rq.mode == Mode::Wide { u32::from(rq.rs) - 1 } else { u32::from(rq.rs) },
+                pairs: pairs as u32,
+                odd: (n % 2) as u32,
+                rows: self.rows as u32,
+                ostep: i.out_step as u32,
+                padv: (2 * o.stride * g.wp).wrapping_sub(advanced) as u32,
+                oadv: o.out_step.wrapping_sub(2 * pairs * i.out_step) as u32,
+                offset: rq.offset,
+            };
+            let p = [0, 1, 2].map(|ko| self.plane.as_ptr().wrapping_add(ko * o.dil * g.wp));
+            let out = output.as_mut_ptr().wrapping_add(self.out_at(self.oo0, 0));
+            // SAFETY: row r's plane pointers start at (r·stride + ko·dil)·wp ≤
+            // (span − 1)·wp and its outputs read at most columns wp + 4 of it
+            // (stride 1: 2·pairs + 3 ≤ n + 2 = wp; stride 2: 4·pairs + 5 ≤
+            // 2n + 5 = wp + 4), below span·wp + SLACK; the outputs written
+            // are the band's, all < output.len() (checked above); rows ≥ 1.
+            unsafe {
+                match (i.stride == 1, rq.mode == Mode::Wide) {
+                    (true, false) => k3s1_band(p, &mut prm, out),
+                    (true, true) => k3s1_band_wide(p, &mut prm, out),
+                    (false, false) => k3s2_band(p, &mut prm, out),
+                    (false, true) => k3s2_band_wide(p, &mut prm, out),
+                }
+            }
+        }
+
         /// 3×3 kernels, inner stride 1 or 2: the row kernels in `asm!`.
-        fn k3<S: Stage>(&self, s: S, output: &mut [i8]) {
+        fn k3(&self, rq: Rq, output: &mut [i8]) {
             let g = self.g;
             let (o, i) = (&g.outer, &g.inner);
             let w = |ko: usize, ki: usize| g.weight(self.filter, ko, ki, self.ch);
@@ -1253,12 +2350,14 @@ mod dsp {
                             k3s2_row(p, &wt, acc.as_mut_ptr(), pairs);
                         }
                     }
-                    let mut at = self.out_at(oo, oi0);
-                    for &a in &acc[..n] {
-                        if let Some(d) = output.get_mut(at) {
-                            *d = s.apply(a);
+                    let first = self.out_at(oo, oi0);
+                    if self.out_at(oo, oi0 + n - 1) < output.len() {
+                        let o = output.as_mut_ptr().wrapping_add(first);
+                        for (t, &a) in acc[..n].iter().enumerate() {
+                            // SAFETY: the outputs of this row chunk are at
+                            // first + t·out_step ≤ out_at(oo, oi0 + n − 1) < len.
+                            unsafe { *o.add(t * i.out_step) = rq.apply(a) };
                         }
-                        at += i.out_step;
                     }
                     oi0 += n;
                 }
@@ -1266,7 +2365,7 @@ mod dsp {
         }
 
         /// Inner dilation 1, any kernel: tap pairs along the inner axis.
-        fn pairs<S: Stage>(&self, s: S, output: &mut [i8]) {
+        fn pairs(&self, rq: Rq, output: &mut [i8]) {
             let g = self.g;
             let (o, i) = (&g.outer, &g.inner);
             let kp = i.k.div_ceil(2);
@@ -1293,14 +2392,14 @@ mod dsp {
                         }
                     }
                     if let Some(d) = output.get_mut(self.out_at(oo, oi)) {
-                        *d = s.apply(acc);
+                        *d = rq.apply(acc);
                     }
                 }
             }
         }
 
         /// Any geometry (dilated or very large kernels), one tap at a time.
-        fn scalar<S: Stage>(&self, s: S, output: &mut [i8]) {
+        fn scalar(&self, rq: Rq, output: &mut [i8]) {
             let g = self.g;
             let (o, i) = (&g.outer, &g.inner);
             for r in 0..self.rows {
@@ -1315,7 +2414,7 @@ mod dsp {
                         }
                     }
                     if let Some(d) = output.get_mut(self.out_at(oo, oi)) {
-                        *d = s.apply(acc);
+                        *d = rq.apply(acc);
                     }
                 }
             }
@@ -1419,9 +2518,8 @@ mod dsp {
                         let band = Band { g: &g, plane, filter, ch, b, oo0, rows, init };
                         let rq = Rq::new(&requant, ch, out);
                         match rq.mode {
-                            Mode::FastFull => band.run(FastFull(rq), output),
-                            Mode::FastClamp => band.run(FastClamp(rq), output),
-                            Mode::Exact => band.run(Exact(rq), output),
+                            Mode::Const => band.constant(rq.cp as i8, output),
+                            _ => band.run(rq, output),
                         }
                     }
                     oo0 += rows;
@@ -1430,5 +2528,386 @@ mod dsp {
             ch0 += n_ch;
         }
         Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Add
+    // -----------------------------------------------------------------------
+
+    /// Elements below which `add_i8` does not build its tables.
+    #[allow(dead_code)]
+    const ADD_TABLES_FROM: usize = 512;
+
+    /// As [`reference::add_i8`]. Each input's term, `MBQM((q + offset) <<
+    /// left_shift, m, shift)`, depends only on the int8 value `q`: it is
+    /// looked up in a 256-entry table per input (1 KiB each, on the stack),
+    /// built with the reference's own function; the output stage is [`Rq`]'s
+    /// (the same `MultiplyByQuantizedMultiplierSmallerThanOneExp`, shift ≤ 0).
+    #[allow(dead_code)]
+    pub(super) fn add_i8(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Result<(), KernelError> {
+        // The reference's checks, in its order.
+        if input1.len() != output.len() || input2.len() != output.len() {
+            return Err(KernelError::ShapeMismatch);
+        }
+        check_input_offset(p.input1_offset)?;
+        check_input_offset(p.input2_offset)?;
+        check_zero_point(p.output_offset)?;
+        check_clamp(p.clamp)?;
+        if !(0..=22).contains(&p.left_shift) {
+            return Err(KernelError::InvalidParameter);
+        }
+        let shifts = [p.input1_shift, p.input2_shift, p.output_shift];
+        check_multipliers(&[p.input1_multiplier, p.input2_multiplier, p.output_multiplier], &shifts)?;
+        if shifts.iter().any(|&s| s > 0) {
+            return Err(KernelError::InvalidParameter);
+        }
+        if output.len() < ADD_TABLES_FROM {
+            return reference::add_i8(p, input1, input2, output);
+        }
+        let table = |offset: i32, multiplier: i32, shift: i32| {
+            let mut t = [0i32; 256];
+            for (i, e) in t.iter_mut().enumerate() {
+                let q = i32::from(i as u8 as i8);
+                let x = (offset + q).wrapping_shl(p.left_shift as u32);
+                *e = multiply_by_quantized_multiplier_smaller_than_one_exp(x, multiplier, shift);
+            }
+            t
+        };
+        let t1 = table(p.input1_offset, p.input1_multiplier, p.input1_shift);
+        let t2 = table(p.input2_offset, p.input2_multiplier, p.input2_shift);
+        let rq = Rq::new(
+            &Requant { multiplier: &[p.output_multiplier], shift: &[p.output_shift] },
+            0,
+            OutParams { offset: p.output_offset, clamp: p.clamp },
+        );
+        // t[q as u8] for q: i8; the index is < 256.
+        let sum = |x: i8, y: i8| t1[usize::from(x as u8)].wrapping_add(t2[usize::from(y as u8)]);
+        let items = output.iter_mut().zip(input1).zip(input2);
+        match rq.mode {
+            Mode::FastFull => items.for_each(|((o, &x), &y)| *o = rq.fast_full(sum(x, y))),
+            _ => items.for_each(|((o, &x), &y)| *o = rq.apply(sum(x, y))),
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::quant::multiply_by_quantized_multiplier;
+        use crate::reference;
+
+        /// Invalid arguments give the reference's error, for each kernel and
+        /// each check (the battery's parameters are always valid).
+        #[test]
+        fn errors_match_the_reference() {
+            let id = Dims4::new(1, 5, 5, 4);
+            let x = vec![1i8; 100];
+            let conv = ConvParams {
+                stride: (1, 1),
+                dilation: (1, 1),
+                padding: (1, 1),
+                input_offset: 3,
+                output_offset: -2,
+                clamp: Clamp::NONE,
+            };
+            let (m, sh) = ([1 << 30; 8], [-3; 8]);
+            type Break = dyn Fn(&mut ConvParams, &mut Vec<i32>, &mut Vec<i32>);
+            let broken: [&Break; 9] = [
+                &|p, _, _| p.clamp = Clamp { min: 5, max: 4 },
+                &|p, _, _| p.input_offset = 129,
+                &|p, _, _| p.output_offset = 128,
+                &|p, _, _| p.stride.1 = 0,
+                &|p, _, _| p.dilation.0 = 0,
+                &|p, _, _| p.padding.0 = usize::MAX,
+                &|_, m, _| m[0] = -1,
+                &|_, _, s| s[0] = 31,
+                &|_, m, _| m.truncate(3),
+            ];
+            for (i, f) in broken.iter().enumerate() {
+                let (mut p, mut mm, mut ss) = (conv, m.to_vec(), sh.to_vec());
+                f(&mut p, &mut mm, &mut ss);
+                let rq = Requant { multiplier: &mm, shift: &ss };
+                let (fd, od) = (Dims4::new(8, 3, 3, 4), Dims4::new(1, 5, 5, 8));
+                let (w, wf) = (vec![1i8; 288], vec![1i8; 400]);
+                let mut o = vec![0i8; 200];
+                let want = reference::conv2d_i8(&p, id, &x, fd, &w, None, rq, od, &mut o);
+                assert!(want.is_err(), "case {i}");
+                assert_eq!(conv2d_i8(&p, id, &x, fd, &w, None, rq, od, &mut o), want, "conv case {i}");
+                let dp = DepthwiseParams { conv: p, depth_multiplier: 1 };
+                let (fd, od) = (Dims4::new(1, 3, 3, 4), Dims4::new(1, 5, 5, 4));
+                let rq4 = Requant { multiplier: &mm[..mm.len().min(4)], shift: &ss[..ss.len().min(4)] };
+                let mut o = vec![0i8; 100];
+                let want = reference::depthwise_conv2d_i8(&dp, id, &x, fd, &w[..36], None, rq4, od, &mut o);
+                let got = depthwise_conv2d_i8(&dp, id, &x, fd, &w[..36], None, rq4, od, &mut o);
+                assert_eq!(got, want, "depthwise case {i}");
+                let fp = FullyConnectedParams {
+                    input_offset: p.input_offset,
+                    output_offset: p.output_offset,
+                    clamp: p.clamp,
+                };
+                let mut o = vec![0i8; 16];
+                let want = reference::fully_connected_i8(&fp, 2, &x[..100], (8, 50), &wf, None, rq, &mut o);
+                let got = fully_connected_i8(&fp, 2, &x[..100], (8, 50), &wf, None, rq, &mut o);
+                assert_eq!(got, want, "fully connected case {i}");
+            }
+            // Shape errors: short slices, wrong bias, batch and channel mismatches.
+            let rq = Requant { multiplier: &m, shift: &sh };
+            let w = vec![1i8; 288];
+            let mut o = [0i8; 200];
+            for (fd, od, bias, xl) in [
+                (Dims4::new(8, 3, 3, 4), Dims4::new(1, 5, 5, 8), Some(&[0i32; 7][..]), 100),
+                (Dims4::new(8, 3, 3, 4), Dims4::new(2, 5, 5, 8), None, 100),
+                (Dims4::new(8, 3, 3, 4), Dims4::new(1, 5, 5, 8), None, 99),
+                (Dims4::new(7, 3, 3, 4), Dims4::new(1, 5, 5, 8), None, 100),
+            ] {
+                let flen = fd.elements().unwrap().min(288);
+                let olen = od.elements().unwrap().min(200);
+                let want = reference::conv2d_i8(&conv, id, &x[..xl], fd, &w[..flen], bias, rq, od, &mut o[..olen]);
+                assert!(want.is_err());
+                let got = conv2d_i8(&conv, id, &x[..xl], fd, &w[..flen], bias, rq, od, &mut o[..olen]);
+                assert_eq!(got, want, "{fd:?} {od:?}");
+            }
+        }
+
+        /// The add against the reference with the crate's battery, and on
+        /// tensors long enough for the tables (the battery's are short).
+        #[test]
+        fn add_matches_the_reference() {
+            crate::testing::battery::add(add_i8);
+            let mut rng = Rng(0xdead_beef);
+            for _ in 0..300 {
+                let n = ADD_TABLES_FROM + rng.below(700);
+                let (a, b) = (rng.bytes(n), rng.bytes(n));
+                let s = |rng: &mut Rng| {
+                    let range = if rng.below(4) == 0 { 32 } else { 12 };
+                    -(rng.below(range) as i32)
+                };
+                let m = |rng: &mut Rng| match rng.below(6) {
+                    0 => 0,
+                    1 => i32::MAX,
+                    2 => rng.below(1 << 30) as i32,
+                    _ => (1 << 30) + rng.below(1 << 30) as i32,
+                };
+                let p = AddParams {
+                    input1_offset: rng.below(256) as i32 - 127,
+                    input2_offset: rng.below(256) as i32 - 127,
+                    output_offset: rng.below(256) as i32 - 128,
+                    left_shift: if rng.below(3) == 0 { rng.below(23) as i32 } else { 20 },
+                    input1_multiplier: m(&mut rng),
+                    input1_shift: s(&mut rng),
+                    input2_multiplier: m(&mut rng),
+                    input2_shift: s(&mut rng),
+                    output_multiplier: m(&mut rng),
+                    output_shift: s(&mut rng) - 10,
+                    clamp: if rng.below(3) == 0 { Clamp { min: -100, max: 50 } } else { Clamp::NONE },
+                };
+                let (mut want, mut got) = (vec![0x55i8; n], vec![0x55i8; n]);
+                assert_eq!(reference::add_i8(&p, &a, &b, &mut want), add_i8(&p, &a, &b, &mut got));
+                assert_eq!(got, want, "{p:?}");
+            }
+        }
+        use std::vec;
+        use std::vec::Vec;
+
+        /// xorshift32.
+        struct Rng(u32);
+
+        impl Rng {
+            fn next(&mut self) -> u32 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 17;
+                self.0 ^= self.0 << 5;
+                self.0
+            }
+
+            fn below(&mut self, n: usize) -> usize {
+                self.next() as usize % n
+            }
+
+            fn bytes(&mut self, n: usize) -> Vec<i8> {
+                (0..n).map(|_| self.next() as i8).collect()
+            }
+        }
+
+        /// Per-channel (multiplier, shift) cycling through every output-stage
+        /// mode: fast (shifts −1 and −24), wide (−25, −31), constant (m = 0),
+        /// general (left shift, m < 2^30).
+        fn mixed_requant(rng: &mut Rng, channels: usize) -> (Vec<i32>, Vec<i32>) {
+            const CHOICES: [(i32, i32); 8] = [
+                (1_518_500_250, -7),
+                (1 << 30, -1),
+                (i32::MAX, -24),
+                (1_300_000_000, -25),
+                (1_900_000_000, -31),
+                (0, 0),
+                (1_400_000_000, 2),
+                (12345, -3),
+            ];
+            let run = 1 + rng.below(3);
+            (0..channels).map(|c| CHOICES[(c / run + rng.below(2) * 3) % CHOICES.len()]).unzip()
+        }
+
+        /// The `asm!` band kernels (3×3, inner stride 1 and 2, every output
+        /// stage, odd and even rows, transposed planes, several bands) and
+        /// the other depthwise paths against the reference.
+        #[test]
+        fn depthwise_band_kernels_match_the_reference() {
+            let mut rng = Rng(0x9e37_79b9);
+            for case in 0..400 {
+                let (kh, kw) = if case % 4 == 3 { (1 + rng.below(4), 1 + rng.below(4)) } else { (3, 3) };
+                let (ih, iw) = (1 + rng.below(30), 1 + rng.below(30));
+                let c = [1, 3, 4, 5, 8, 12][rng.below(6)];
+                let stride = (1 + rng.below(2), 1 + rng.below(2));
+                let dilation = if case % 8 == 7 { (1 + rng.below(2), 1 + rng.below(2)) } else { (1, 1) };
+                let padding = (rng.below(3), rng.below(3));
+                let span = |i: usize, p: usize, k: usize, s: usize, d: usize| {
+                    let eff = d * (k - 1) + 1;
+                    let padded = (i + 2 * p).max(eff);
+                    (padded - eff) / s + 1
+                };
+                let (oh, ow) =
+                    (span(ih, padding.0, kh, stride.0, dilation.0), span(iw, padding.1, kw, stride.1, dilation.1));
+                let input_dims = Dims4::new(1 + rng.below(2), ih, iw, c);
+                let filter_dims = Dims4::new(1, kh, kw, c);
+                let output_dims = Dims4::new(input_dims.n, oh, ow, c);
+                let input = rng.bytes(input_dims.elements().unwrap());
+                let filter = rng.bytes(filter_dims.elements().unwrap());
+                let bias: Vec<i32> = (0..c).map(|i| (rng.next() as i32) >> if i % 2 == 0 { 0 } else { 12 }).collect();
+                let (multiplier, shift) = mixed_requant(&mut rng, c);
+                let clamp = if case % 5 == 4 { Clamp { min: -20, max: 100 } } else { Clamp::NONE };
+                let p = DepthwiseParams {
+                    conv: ConvParams {
+                        stride,
+                        dilation,
+                        padding,
+                        input_offset: rng.below(256) as i32 - 127,
+                        output_offset: rng.below(256) as i32 - 128,
+                        clamp,
+                    },
+                    depth_multiplier: 1,
+                };
+                let rq = Requant { multiplier: &multiplier, shift: &shift };
+                let n = output_dims.elements().unwrap();
+                let (mut want, mut got) = (vec![0x55i8; n], vec![0x55i8; n]);
+                let r = reference::depthwise_conv2d_i8(
+                    &p,
+                    input_dims,
+                    &input,
+                    filter_dims,
+                    &filter,
+                    Some(&bias),
+                    rq,
+                    output_dims,
+                    &mut want,
+                );
+                let d = depthwise_conv2d_i8(
+                    &p,
+                    input_dims,
+                    &input,
+                    filter_dims,
+                    &filter,
+                    Some(&bias),
+                    rq,
+                    output_dims,
+                    &mut got,
+                );
+                assert_eq!(r, d);
+                assert_eq!(got, want, "case {case}: {input_dims:?} {filter_dims:?} {p:?}");
+            }
+        }
+
+        /// The fused GEMM kernel (7-pixel blocks, depth a multiple of 4 or
+        /// not, every output stage with mode changes inside a chunk, more
+        /// than one chunk) against the reference.
+        #[test]
+        fn conv_kernels_match_the_reference() {
+            let mut rng = Rng(0x1234_5679);
+            for case in 0..200 {
+                let (kh, kw) = [(1, 1), (3, 3), (1, 3), (2, 2)][rng.below(4)];
+                let c = [1, 3, 4, 8, 16, 20][rng.below(6)];
+                let n = [1, 5, 16, 70, 130][rng.below(5)];
+                let (ih, iw) = (kh + rng.below(8), kw + rng.below(8));
+                let input_dims = Dims4::new(1, ih, iw, c);
+                let filter_dims = Dims4::new(n, kh, kw, c);
+                let output_dims = Dims4::new(1, ih - kh + 1, iw - kw + 1, n);
+                let input = rng.bytes(input_dims.elements().unwrap());
+                let filter = rng.bytes(filter_dims.elements().unwrap());
+                let bias: Vec<i32> = (0..n).map(|i| (rng.next() as i32) >> if i % 2 == 0 { 0 } else { 10 }).collect();
+                let (multiplier, shift) = mixed_requant(&mut rng, n);
+                let p = ConvParams {
+                    stride: (1, 1),
+                    dilation: (1, 1),
+                    padding: (0, 0),
+                    input_offset: rng.below(256) as i32 - 127,
+                    output_offset: rng.below(256) as i32 - 128,
+                    clamp: if case % 5 == 4 { Clamp { min: -20, max: 100 } } else { Clamp::NONE },
+                };
+                let rq = Requant { multiplier: &multiplier, shift: &shift };
+                let len = output_dims.elements().unwrap();
+                let (mut want, mut got) = (vec![0x55i8; len], vec![0x55i8; len]);
+                let r = reference::conv2d_i8(
+                    &p,
+                    input_dims,
+                    &input,
+                    filter_dims,
+                    &filter,
+                    Some(&bias),
+                    rq,
+                    output_dims,
+                    &mut want,
+                );
+                let d = conv2d_i8(&p, input_dims, &input, filter_dims, &filter, Some(&bias), rq, output_dims, &mut got);
+                assert_eq!(r, d);
+                assert_eq!(got, want, "case {case}: {input_dims:?} {filter_dims:?}");
+            }
+        }
+
+        /// The output stage against the reference's arithmetic on every shift
+        /// and edge multipliers, accumulators, offsets and clamps (the fast
+        /// path's saturation argument is tightest at shift −24).
+        #[test]
+        fn output_stage_is_the_reference_arithmetic() {
+            let mut accs: Vec<i32> = vec![i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX - 1, i32::MAX];
+            for k in 0..31 {
+                for d in [-1i64, 0, 1] {
+                    for sign in [-1i64, 1] {
+                        accs.push((sign * ((1i64 << k) + d)).clamp(i32::MIN.into(), i32::MAX.into()) as i32);
+                    }
+                }
+            }
+            let mut x = 0x1234_5678u32;
+            for _ in 0..200 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                accs.push(x as i32);
+            }
+            let multipliers =
+                [0, 1, 12345, (1 << 30) - 1, 1 << 30, (1 << 30) + 1, 1_518_500_250, i32::MAX - 1, i32::MAX];
+            let clamps =
+                [Clamp::NONE, Clamp { min: -128, max: 6 }, Clamp { min: -5, max: 127 }, Clamp { min: 3, max: 3 }];
+            for shift in -31..=30 {
+                for &m in &multipliers {
+                    for offset in [-128, -1, 0, 5, 127] {
+                        for clamp in clamps {
+                            let rq =
+                                Rq::new(&Requant { multiplier: &[m], shift: &[shift] }, 0, OutParams { offset, clamp });
+                            for &acc in &accs {
+                                let want = multiply_by_quantized_multiplier(acc, m, shift)
+                                    .wrapping_add(offset)
+                                    .max(i32::from(clamp.min))
+                                    .min(i32::from(clamp.max)) as i8;
+                                assert_eq!(
+                                    rq.apply(acc),
+                                    want,
+                                    "acc {acc} m {m} shift {shift} offset {offset} {clamp:?}"
+                                );
+                                assert_eq!(rq.general(acc), want, "general: acc {acc} m {m} shift {shift}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use core::ptr::{addr_of, addr_of_mut};
 
 use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
+use edgefleet_runtime::Isa;
 use embedded_hal::delay::DelayNs;
 
 /// The hardware id update manifests must name for this board.
@@ -49,16 +50,21 @@ impl DelayNs for SysTickDelay {
 }
 
 /// What the firmware is asked to do, from the semihosting command line
-/// `kws [RUNS [VERIFICATIONS]]` (QEMU: `-semihosting-config
+/// `kws [RUNS [VERIFICATIONS [KERNELS]]]` (QEMU: `-semihosting-config
 /// ...,arg=kws,arg=11,arg=1`): inferences to run and times to verify the
-/// update, each 1 if absent or not a positive number. `run.sh` varies them to
-/// count the instructions of one inference and of one verification.
+/// update, each 1 if absent or not a positive number, and the kernels to
+/// use (an `Isa` name, `reference` or `dsp`; the best the build has if
+/// absent or unknown). `run.sh` varies the counts to count the instructions
+/// of one inference and of one verification, and the kernels to measure the
+/// portable ones too.
 #[derive(Clone, Copy, Debug)]
 pub struct CommandLine {
     /// Inferences on the reference frame.
     pub runs: u32,
     /// Times the update is verified (the last verdict counts).
     pub verifications: u32,
+    /// The kernels asked for.
+    pub kernels: Option<Isa>,
 }
 
 /// Reads the [`CommandLine`] from the host.
@@ -72,10 +78,11 @@ pub fn command_line() -> CommandLine {
     let failed =
         unsafe { cortex_m_semihosting::syscall1(cortex_m_semihosting::nr::GET_CMDLINE, block.as_mut_ptr() as usize) };
     let line = if failed == 0 { buf.get(..block[1]).and_then(|b| core::str::from_utf8(b).ok()) } else { None };
-    let mut numbers =
-        line.unwrap_or("").split_ascii_whitespace().skip(1).map(|w| w.parse::<u32>().ok().filter(|&n| n > 0));
-    let mut next = || numbers.next().flatten().unwrap_or(1);
-    CommandLine { runs: next(), verifications: next() }
+    let mut words = line.unwrap_or("").split_ascii_whitespace().skip(1);
+    let mut next = || words.next().and_then(|w| w.parse::<u32>().ok()).filter(|&n| n > 0).unwrap_or(1);
+    let (runs, verifications) = (next(), next());
+    let kernels = words.next().and_then(Isa::from_name);
+    CommandLine { runs, verifications, kernels }
 }
 
 unsafe extern "C" {

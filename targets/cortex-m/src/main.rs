@@ -7,8 +7,9 @@
 //! runs on the reference frame N times, and the firmware prints the output,
 //! the arena, the heap and the peak stack over semihosting, exiting with
 //! status 0 only if the output equals TensorFlow Lite Micro's. The
-//! semihosting command line is `kws [RUNS [VERIFICATIONS]]` (both default 1).
-//! `run.sh` builds and runs it.
+//! semihosting command line is `kws [RUNS [VERIFICATIONS [KERNELS]]]` (counts
+//! default 1; kernels `reference` or `dsp`, default the best the build has:
+//! `dsp` on the Cortex-M4). `run.sh` builds and runs it.
 #![no_std]
 #![no_main]
 
@@ -33,6 +34,9 @@ fn main() -> ! {
     board::paint_stack();
     heap::init();
     let command = board::command_line();
+    if let Some(isa) = command.kernels {
+        edgefleet_kernels::fast::set_active(isa);
+    }
     let status = if !verify(command.verifications) {
         hprintln!("update rejected: the model is not run");
         debug::EXIT_FAILURE
@@ -109,6 +113,7 @@ fn run(arena: &'static mut [u8], runs: u32) -> Result<bool, SpotError<ReplayErro
     }
     // Nothing here may depend on `runs`: run.sh derives the instructions of
     // one inference from the difference between two run counts.
+    hprintln!("kernels: {}", edgefleet_kernels::fast::active());
     let mut line: heapless::String<192> = heapless::String::new();
     // 12 scores of at most 5 characters fit; a longer output is cut, and then differs.
     let _ = write!(line, "{detection}");
