@@ -754,21 +754,15 @@ fn conv_impl(
     {
         return reference(output);
     }
-    // The reference's checks, so that errors are the same.
-    check_len(input.len(), input_dims)?;
-    check_len(filter.len(), filter_dims)?;
-    check_len(output.len(), output_dims)?;
-    if output_dims.n != input_dims.n {
-        return Err(KernelError::ShapeMismatch);
-    }
-    check_bias(bias, n)?;
-    check_requant(&requant, n)?;
-    check_positive(&[p.stride.0, p.stride.1, p.dilation.0, p.dilation.1])?;
-    check_input_offset(p.input_offset)?;
-    check_zero_point(p.output_offset)?;
-    check_clamp(p.clamp)?;
-    check_window(output_dims.h, p.stride.0, filter_dims.h, p.dilation.0, p.padding.0, input_dims.h)?;
-    check_window(output_dims.w, p.stride.1, filter_dims.w, p.dilation.1, p.padding.1, input_dims.w)?;
+    check_window_op(
+        p,
+        (input_dims, input.len()),
+        (filter_dims, filter.len()),
+        (output_dims, output.len()),
+        bias,
+        &requant,
+        n,
+    )?;
     // Every window coordinate is now in range; windows that leave the image
     // on the far side are clipped by `gather_patch` (`x < input`).
 
@@ -810,6 +804,39 @@ fn conv_impl(
         pix += mr;
     }
     Ok(())
+}
+
+/// The reference convolution kernels' argument checks, in their order (so
+/// the fast paths return the same errors), for a layer whose channel
+/// arithmetic (groups, multiplier) the caller has already vetted: slice
+/// lengths, batch, bias and requantization of `channels`, strides and
+/// dilations, offsets, clamp, window geometry. After this every window
+/// coordinate is in range; windows leaving the image on the far side are
+/// clipped by the callers (`x < input`).
+#[allow(clippy::too_many_arguments)]
+fn check_window_op(
+    p: &ConvParams,
+    (input_dims, input_len): (Dims4, usize),
+    (filter_dims, filter_len): (Dims4, usize),
+    (output_dims, output_len): (Dims4, usize),
+    bias: Option<&[i32]>,
+    requant: &Requant<'_>,
+    channels: usize,
+) -> Result<(), KernelError> {
+    check_len(input_len, input_dims)?;
+    check_len(filter_len, filter_dims)?;
+    check_len(output_len, output_dims)?;
+    if output_dims.n != input_dims.n {
+        return Err(KernelError::ShapeMismatch);
+    }
+    check_bias(bias, channels)?;
+    check_requant(requant, channels)?;
+    check_positive(&[p.stride.0, p.stride.1, p.dilation.0, p.dilation.1])?;
+    check_input_offset(p.input_offset)?;
+    check_zero_point(p.output_offset)?;
+    check_clamp(p.clamp)?;
+    check_window(output_dims.h, p.stride.0, filter_dims.h, p.dilation.0, p.padding.0, input_dims.h)?;
+    check_window(output_dims.w, p.stride.1, filter_dims.w, p.dilation.1, p.padding.1, input_dims.w)
 }
 
 /// Largest zero-point-padded input copy the indirect convolution builds
@@ -1117,20 +1144,15 @@ pub fn depthwise_conv2d_i8_with(
         return reference(output);
     }
     let conv = &p.conv;
-    check_len(input.len(), input_dims)?;
-    check_len(filter.len(), filter_dims)?;
-    check_len(output.len(), output_dims)?;
-    if output_dims.n != input_dims.n {
-        return Err(KernelError::ShapeMismatch);
-    }
-    check_bias(bias, c)?;
-    check_requant(&requant, c)?;
-    check_positive(&[conv.stride.0, conv.stride.1, conv.dilation.0, conv.dilation.1])?;
-    check_input_offset(conv.input_offset)?;
-    check_zero_point(conv.output_offset)?;
-    check_clamp(conv.clamp)?;
-    check_window(output_dims.h, conv.stride.0, filter_dims.h, conv.dilation.0, conv.padding.0, input_dims.h)?;
-    check_window(output_dims.w, conv.stride.1, filter_dims.w, conv.dilation.1, conv.padding.1, input_dims.w)?;
+    check_window_op(
+        conv,
+        (input_dims, input.len()),
+        (filter_dims, filter.len()),
+        (output_dims, output.len()),
+        bias,
+        &requant,
+        c,
+    )?;
 
     // Epilogue without the packed correction: `corr` is just the bias.
     let mut bufs = EpilogueBufs::new();

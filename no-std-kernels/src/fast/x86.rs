@@ -263,8 +263,7 @@ fn block_indirect<const R: usize, const B: usize>(
             }
         }
     }
-    store_blocks::<R, B>(&acc, packed.n, e, out, b0);
-    let _ = n;
+    store_blocks::<R, B>(&acc, n, e, out, b0);
 }
 
 /// The output stage of blocks `b0 .. b0 + B` for `R` rows.
