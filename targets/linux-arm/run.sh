@@ -50,8 +50,9 @@ for a in "${ARCHES[@]}"; do
   step "$a: kernels and runtime tests under ${qemu[0]} (fast paths required, then the reference path)"
   # The kernel battery proves each fast ISA equal to the reference; requiring
   # the ISA makes a probe that silently falls back a failure. qemu's default
-  # aarch64 CPU has the dot product extension.
-  case $a in aarch64) isa=neondot ;; *) isa=reference ;; esac
+  # aarch64 CPU has the dot product extension; armv7 builds have the DSP
+  # kernels (smlad) chosen at compile time.
+  case $a in aarch64) isa=neondot ;; armv7) isa=dsp ;; *) isa=reference ;; esac
   EDGEFLEET_REQUIRE_ISA=$isa cargo test --locked -p edgefleet-kernels -p edgefleet-runtime \
     --features edgefleet-kernels/std --target "$t"
   EDGEFLEET_KERNELS=reference cargo test --locked -p edgefleet-runtime --target "$t"

@@ -146,9 +146,8 @@ pub(super) fn fully_connected_i8(
     }
 }
 
-/// As [`reference::add_i8`]. (`fast::add_i8_with` does not dispatch to it
-/// yet: until it does, only this module's tests call it.)
-#[allow(dead_code)]
+/// As [`reference::add_i8`].
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
 pub(super) fn add_i8(
     p: &reference::AddParams,
     input1: &[i8],
@@ -2535,7 +2534,6 @@ mod dsp {
     // -----------------------------------------------------------------------
 
     /// Elements below which `add_i8` does not build its tables.
-    #[allow(dead_code)]
     const ADD_TABLES_FROM: usize = 512;
 
     /// As [`reference::add_i8`]. Each input's term, `MBQM((q + offset) <<
@@ -2543,7 +2541,6 @@ mod dsp {
     /// looked up in a 256-entry table per input (1 KiB each, on the stack),
     /// built with the reference's own function; the output stage is [`Rq`]'s
     /// (the same `MultiplyByQuantizedMultiplierSmallerThanOneExp`, shift ≤ 0).
-    #[allow(dead_code)]
     pub(super) fn add_i8(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Result<(), KernelError> {
         // The reference's checks, in its order.
         if input1.len() != output.len() || input2.len() != output.len() {

@@ -1268,6 +1268,8 @@ pub fn add_i8_with(
             x86::add_avx512(p, input1, input2, output);
             Ok(())
         }
+        #[cfg(target_arch = "arm")]
+        Isa::Dsp if supported(Isa::Dsp) => cortex_m::add_i8(p, input1, input2, output),
         _ => reference::add_i8(p, input1, input2, output),
     }
 }
@@ -1484,6 +1486,10 @@ mod battery_adapters {
         add_i8_with(Isa::Avx512Vnni, p, a, b, o)
     }
 
+    pub fn add_dsp(p: &AddParams, a: &[i8], b: &[i8], o: &mut [i8]) -> Result<(), KernelError> {
+        add_i8_with(Isa::Dsp, p, a, b, o)
+    }
+
     /// Runs `f` with the epilogue prepared as the runtime does at load.
     fn with_prepared<R>(
         packed: Option<&PackedFilter<'_>>,
@@ -1587,6 +1593,7 @@ crate::kernel_battery!(dsp_vs_reference, {
     conv2d: super::battery_adapters::conv_dsp,
     depthwise_conv2d: super::battery_adapters::dw_dsp,
     fully_connected: super::battery_adapters::fc_dsp,
+    add: super::battery_adapters::add_dsp,
 });
 
 #[cfg(test)]
