@@ -303,7 +303,13 @@ pub struct DepthwiseCase {
 /// Random depthwise convolutions.
 pub fn depthwise_case() -> impl Strategy<Value = DepthwiseCase> {
     (
-        (1usize..=2, 1usize..=8, 1usize..=8, prop_oneof![1usize..=6, 1usize..=40], 1usize..=3),
+        (
+            1usize..=2,
+            1usize..=8,
+            1usize..=8,
+            prop_oneof![1usize..=6, 1usize..=40, (1usize..=2).prop_map(|k| 64 * k)],
+            1usize..=3,
+        ),
         (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
         (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3),
         (input_offset(), zero_point(), clamp()),

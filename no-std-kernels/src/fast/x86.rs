@@ -310,22 +310,24 @@ fn store_blocks<const R: usize, const B: usize>(
 
 /// TFLite `MultiplyByQuantizedMultiplier` (double rounding) on 16 lanes:
 /// `RoundingDivideByPOT(SRDHM(x << ls, m), rs)`. SRDHM is `(x·m + 2^30) >> 31`
-/// (equal to gemmlowp's nudge-and-truncate for every `m ≥ 0`).
+/// (equal to gemmlowp's nudge-and-truncate for every `m ≥ 0`), taken from
+/// the 64-bit products straight into the low (even lanes) or high (odd
+/// lanes) half. RoundingDivideByPOT rounds half away from zero:
+/// `sign(h) · ((|h| + half) >> rs)`, with `|h| + half < 2^32` shifted as
+/// unsigned (no overflow, `|i32::MIN|` included).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 #[inline]
 fn requant512(x: __m512i, m: __m512i, ls: __m512i, rs: __m512i) -> __m512i {
     let x = _mm512_sllv_epi32(x, ls);
     let nudge = _mm512_set1_epi64(1 << 30);
     let even = _mm512_srli_epi64::<31>(_mm512_add_epi64(_mm512_mul_epi32(x, m), nudge));
-    let odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m)), nudge);
-    let odd = _mm512_slli_epi64::<32>(_mm512_srli_epi64::<31>(odd));
+    let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m));
+    let odd = _mm512_slli_epi64::<1>(_mm512_add_epi64(odd, nudge));
     let h = _mm512_mask_blend_epi32(0xAAAA, even, odd);
-    let one = _mm512_set1_epi32(1);
-    let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, rs), one);
-    let rem = _mm512_and_si512(h, mask);
-    let thr = _mm512_add_epi32(_mm512_srli_epi32::<1>(mask), _mm512_srli_epi32::<31>(h));
-    let q = _mm512_srav_epi32(h, rs);
-    _mm512_mask_add_epi32(q, _mm512_cmpgt_epi32_mask(rem, thr), q, one)
+    let zero = _mm512_setzero_si512();
+    let half = _mm512_srli_epi32::<1>(_mm512_sllv_epi32(_mm512_set1_epi32(1), rs));
+    let mag = _mm512_srlv_epi32(_mm512_add_epi32(_mm512_abs_epi32(h), half), rs);
+    _mm512_mask_sub_epi32(mag, _mm512_cmplt_epi32_mask(h, zero), zero, mag)
 }
 
 // ---------------------------------------------------------------------------
@@ -528,7 +530,396 @@ pub(super) fn depthwise_avx512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epil
     }
     // SAFETY: the CPU has the features; slice lengths match the shapes, and
     // every tap `taps()` yields lies inside the input.
-    unsafe { depthwise512(g, input, filter, e, output) }
+    unsafe {
+        if !depthwise512_dot(g, input, filter, e, output) && !depthwise512_padded(g, input, filter, e, output) {
+            depthwise512(g, input, filter, e, output)
+        }
+    }
+}
+
+/// Taps [`depthwise512_dot`] takes (three groups of four).
+const DOT_TAPS: usize = 12;
+
+/// Depthwise convolution with `vpdpbusd`: four taps of a channel per
+/// 32-bit lane, 64 outputs per step. The four taps' 64-byte loads are
+/// interleaved byte-wise (`vpunpck{l,h}bw`, then `{l,h}wd`), which leaves
+/// each 128-bit lane's 16 channels spread over four accumulators in groups
+/// of four; the weights and output-stage constants are laid out in that
+/// order once per block, and the saturating packs at the end
+/// (`vpackssdw`, `vpacksswb`) put the bytes back in channel order.
+///
+/// Inputs are copied, as `x + 128` (unsigned, for `vpdpbusd`), into
+/// zero-point-padded rows per output row, so every window is inside the
+/// buffer; `(input_offset − 128) · Σ w` is added back with the bias. A
+/// 64-byte vector holds 64 channels of a pixel or, for a stride-1 layer
+/// with `c` dividing 64, `64 / c` neighbouring pixels (the flattened row is
+/// contiguous), the channel pattern repeated.
+///
+/// Exactness: the products and sums are those of the reference (mod 2^32);
+/// the output stage is [`requant512`], then `+ zp` wrapping in 32 bits (as
+/// the reference), and `sat8(sat16(v))` then the clamp equals `clamp(v)`
+/// because the clamp lies inside int8.
+///
+/// Returns false (nothing written) for layers it does not take: more than
+/// 12 taps, other channel counts, rows wider than [`DW_ROWS`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+fn depthwise512_dot(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &mut [i8]) -> bool {
+    let (id, od) = (&g.input_dims, &g.output_dims);
+    let c = id.c;
+    let (fh, fw) = (g.filter_dims.h, g.filter_dims.w);
+    let (sy, sx) = g.p.stride;
+    let (dh, dw) = g.p.dilation;
+    let (pt, pl) = g.p.padding;
+    let taps = fh * fw;
+    let flat = sx == 1 && c < 64 && 64 % c == 0;
+    if taps == 0 || taps > DOT_TAPS || c == 0 || !(flat || c.is_multiple_of(64)) || od.elements() == Some(0) {
+        return false;
+    }
+    let wp = (pl + id.w).max((od.w - 1) * sx + (fw - 1) * dw + 1);
+    let row = wp * c;
+    if fh * row > DW_ROWS {
+        return false;
+    }
+    // Tap offsets in the padded rows.
+    let mut toff = [0usize; DOT_TAPS];
+    for ky in 0..fh {
+        for kx in 0..fw {
+            toff[ky * fw + kx] = ky * row + kx * dw * c;
+        }
+    }
+    let groups = taps.div_ceil(4);
+    let pad = (128 - g.p.input_offset) as u8; // the zero point + 128: offset ∈ -127..=128
+    let zp = _mm512_set1_epi32(e.output_offset);
+    let lo8 = _mm512_set1_epi8(e.clamp.min);
+    let hi8 = _mm512_set1_epi8(e.clamp.max);
+    let mut buf = super::Scratch::<u8, DW_ROWS>::new();
+    let rows = buf.init(fh * row, |_| pad);
+    // Vectors per output row and where each starts: flat rows step 64
+    // elements; otherwise pixels × 64-channel blocks.
+    let blocks = if flat { 1 } else { c / 64 };
+    // A flat layer's 64-element pattern (channel e % c) of each tap's
+    // weights and of the output-stage constants; other layers read 64
+    // channels in place.
+    let mut wrep = [[0i8; 64]; DOT_TAPS];
+    let mut erep = [[0i32; 64]; 4];
+    let consts = [e.corr, e.multiplier, e.left_shift, e.right_shift];
+    if flat {
+        for (t, r) in wrep.iter_mut().enumerate().take(taps) {
+            for (el, v) in r.iter_mut().enumerate() {
+                *v = filter[t * c + el % c];
+            }
+        }
+        for (r, src) in erep.iter_mut().zip(consts) {
+            for (el, v) in r.iter_mut().enumerate() {
+                *v = src[el % c];
+            }
+        }
+    }
+    let ones = _mm512_set1_epi8(1);
+    let off128 = _mm512_set1_epi32(g.p.input_offset - 128);
+    for blk in 0..blocks {
+        let c0 = blk * 64;
+        // Weights in accumulator order: the input's interleave applied to
+        // the taps' weight rows; Σ w per lane by `vpdpbusd` with ones.
+        let mut w = [[_mm512_setzero_si512(); 4]; DOT_TAPS / 4];
+        let mut wsum = [_mm512_setzero_si512(); 4];
+        for (gi, wg) in w.iter_mut().enumerate().take(groups) {
+            let rows4: [__m512i; 4] = core::array::from_fn(|i| {
+                let t = gi * 4 + i;
+                if t >= taps {
+                    _mm512_setzero_si512()
+                } else if flat {
+                    // SAFETY: a 64-byte local.
+                    unsafe { _mm512_loadu_si512(wrep[t].as_ptr().cast()) }
+                } else {
+                    // SAFETY: channels c0..c0 + 64 ≤ c of tap t's row.
+                    unsafe { _mm512_loadu_si512(filter.as_ptr().add(t * c + c0).cast()) }
+                }
+            });
+            *wg = interleave4(rows4);
+            for k in 0..4 {
+                wsum[k] = _mm512_dpbusd_epi32(wsum[k], ones, wg[k]);
+            }
+        }
+        // Output-stage constants in accumulator order: a 4x4 transpose of
+        // 128-bit chunks (accumulator k holds chunk k of each 16 elements).
+        let [bias, mul, ls, rs] = core::array::from_fn(|j| {
+            let rows4: [__m512i; 4] = core::array::from_fn(|q| {
+                // SAFETY: 16 values from a 64-value local, or from the
+                // epilogue's ≥ round_up(c, 16) entries at c0 + 16q < c.
+                unsafe {
+                    if flat {
+                        _mm512_loadu_si512(erep[j].as_ptr().add(16 * q).cast())
+                    } else {
+                        _mm512_loadu_si512(consts[j].as_ptr().add(c0 + 16 * q).cast())
+                    }
+                }
+            });
+            transpose_chunks(rows4)
+        });
+        let corr: [__m512i; 4] =
+            core::array::from_fn(|k| _mm512_add_epi32(bias[k], _mm512_mullo_epi32(off128, wsum[k])));
+        for b in 0..od.n {
+            for oy in 0..od.h {
+                for ky in 0..fh {
+                    let dst = &mut rows[ky * row..][..row];
+                    match (oy * sy + ky * dh).checked_sub(pt).filter(|&iy| iy < id.h) {
+                        None => dst.fill(pad),
+                        Some(iy) => {
+                            let src = &input[(b * id.h + iy) * id.w * c..][..id.w * c];
+                            dst[..pl * c].fill(pad);
+                            for (d, &x) in dst[pl * c..(pl + id.w) * c].iter_mut().zip(src) {
+                                *d = (x as u8) ^ 0x80;
+                            }
+                            dst[(pl + id.w) * c..].fill(pad);
+                        }
+                    }
+                }
+                let out_row = &mut output[(b * od.h + oy) * od.w * c..][..od.w * c];
+                let mut step = |inp: usize, out: usize, n: usize| {
+                    let mask: __mmask64 = if n >= 64 { !0 } else { (1u64 << n) - 1 };
+                    let mut acc = corr;
+                    for (gi, wg) in w.iter().enumerate().take(groups) {
+                        // Taps past the last are zero (their weights are 0).
+                        let x: [__m512i; 4] = core::array::from_fn(|i| {
+                            let t = gi * 4 + i;
+                            if t < taps {
+                                // SAFETY: masked loads of lanes < n at inp +
+                                // toff[t] + lane < fh·row (the window of the
+                                // vector's last element ends inside the
+                                // padded rows).
+                                unsafe { _mm512_maskz_loadu_epi8(mask, rows.as_ptr().add(inp + toff[t]).cast()) }
+                            } else {
+                                _mm512_setzero_si512()
+                            }
+                        });
+                        let v = interleave4(x);
+                        for k in 0..4 {
+                            acc[k] = _mm512_dpbusd_epi32(acc[k], v[k], wg[k]);
+                        }
+                    }
+                    // The zero point is added in 32 bits, wrapping as the
+                    // reference does; the packs saturate, the clamp is
+                    // inside int8.
+                    let r: [__m512i; 4] =
+                        core::array::from_fn(|k| _mm512_add_epi32(requant512(acc[k], mul[k], ls[k], rs[k]), zp));
+                    let p01 = _mm512_packs_epi32(r[0], r[1]);
+                    let p23 = _mm512_packs_epi32(r[2], r[3]);
+                    let v = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(p01, p23), lo8), hi8);
+                    // SAFETY: lanes < n of out_row[out..out + n].
+                    unsafe { _mm512_mask_storeu_epi8(out_row.as_mut_ptr().add(out).cast(), mask, v) };
+                };
+                if flat {
+                    let n = od.w * c;
+                    let mut j = 0;
+                    while j < n {
+                        step(j, j, (n - j).min(64));
+                        j += 64;
+                    }
+                } else {
+                    for ox in 0..od.w {
+                        step(ox * sx * c + c0, ox * c + c0, 64);
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Four 64-byte rows `a, b, c, d` interleaved byte-wise: vector `k` lane
+/// `4L + i` (128-bit lane L) holds `[a, b, c, d]` at element `16L + 4k + i`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+fn interleave4([a, b, c, d]: [__m512i; 4]) -> [__m512i; 4] {
+    let (ab_lo, ab_hi) = (_mm512_unpacklo_epi8(a, b), _mm512_unpackhi_epi8(a, b));
+    let (cd_lo, cd_hi) = (_mm512_unpacklo_epi8(c, d), _mm512_unpackhi_epi8(c, d));
+    [
+        _mm512_unpacklo_epi16(ab_lo, cd_lo),
+        _mm512_unpackhi_epi16(ab_lo, cd_lo),
+        _mm512_unpacklo_epi16(ab_hi, cd_hi),
+        _mm512_unpackhi_epi16(ab_hi, cd_hi),
+    ]
+}
+
+/// 4x4 transpose of 128-bit chunks: result `k` is chunk `k` of each row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+fn transpose_chunks([r0, r1, r2, r3]: [__m512i; 4]) -> [__m512i; 4] {
+    let t0 = _mm512_shuffle_i32x4::<0b01_00_01_00>(r0, r1);
+    let t1 = _mm512_shuffle_i32x4::<0b11_10_11_10>(r0, r1);
+    let t2 = _mm512_shuffle_i32x4::<0b01_00_01_00>(r2, r3);
+    let t3 = _mm512_shuffle_i32x4::<0b11_10_11_10>(r2, r3);
+    [
+        _mm512_shuffle_i32x4::<0b10_00_10_00>(t0, t2),
+        _mm512_shuffle_i32x4::<0b11_01_11_01>(t0, t2),
+        _mm512_shuffle_i32x4::<0b10_00_10_00>(t1, t3),
+        _mm512_shuffle_i32x4::<0b11_01_11_01>(t1, t3),
+    ]
+}
+
+/// Bytes of zero-point-padded input rows [`depthwise512_padded`] builds per
+/// output row (on the stack).
+const DW_ROWS: usize = 24 * 1024;
+/// Taps whose weights stay in registers.
+const DW_TAPS: usize = 9;
+
+/// Depthwise convolution over zero-point-padded copies of each output row's
+/// input rows: every window then lies inside the buffer, so all pixels take
+/// the same loop (no border cases: on small feature maps most pixels are
+/// borders). Padding holds the input zero point, whose `x + input_offset` is
+/// 0, exactly the reference's skipped tap. For the layers
+/// [`depthwise512_dot`] does not take. Returns false (nothing written) when
+/// the layer does not fit (larger filters than 3x3, rows wider than
+/// [`DW_ROWS`]) or is better left to [`depthwise512`] (mostly interior
+/// windows).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+fn depthwise512_padded(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &mut [i8]) -> bool {
+    let (id, od) = (&g.input_dims, &g.output_dims);
+    let c = id.c;
+    let (fh, fw) = (g.filter_dims.h, g.filter_dims.w);
+    let (sy, sx) = g.p.stride;
+    let (dh, dw) = g.p.dilation;
+    let (pt, pl) = g.p.padding;
+    let taps = fh * fw;
+    if taps == 0 || taps > DW_TAPS || od.elements() == Some(0) || c == 0 {
+        return taps != 0 && od.elements() == Some(0);
+    }
+    // Padded width: the input with its left padding, and whatever the
+    // rightmost window reaches.
+    let wp = (pl + id.w).max((od.w - 1) * sx + (fw - 1) * dw + 1);
+    let row = wp * c;
+    // Copying rows costs ~15 % on large maps, where windows are mostly
+    // inside the image: there [`depthwise512`] is faster.
+    let inside = |o: usize, s: usize, d: usize, k: usize, p: usize, n: usize| {
+        (0..o).filter(|&i| i * s >= p && i * s + (k - 1) * d < p + n).count()
+    };
+    let interior = inside(od.h, sy, dh, fh, pt, id.h) * inside(od.w, sx, dw, fw, pl, id.w);
+    if fh * row > DW_ROWS || 2 * interior > od.h * od.w {
+        return false;
+    }
+    let zpb = (-g.p.input_offset) as i8; // input_offset ∈ -127..=128 (checked)
+    let mut toff = [0usize; DW_TAPS];
+    for ky in 0..fh {
+        for kx in 0..fw {
+            toff[ky * fw + kx] = ky * row + kx * dw * c;
+        }
+    }
+    let toff = &toff[..taps];
+    let off = _mm512_set1_epi32(g.p.input_offset);
+    let k = DwConst {
+        lo: _mm512_set1_epi32(i32::from(e.clamp.min)),
+        hi: _mm512_set1_epi32(i32::from(e.clamp.max)),
+        zp: _mm512_set1_epi32(e.output_offset),
+    };
+    let mut buf = super::Scratch::<i8, DW_ROWS>::new();
+    let rows = buf.init(fh * row, |_| zpb);
+    for b in 0..od.n {
+        for oy in 0..od.h {
+            // The input rows under this output row, padded.
+            for ky in 0..fh {
+                let dst = &mut rows[ky * row..][..row];
+                let iy = (oy * sy + ky * dh).checked_sub(pt).filter(|&iy| iy < id.h);
+                match iy {
+                    None => dst.fill(zpb),
+                    Some(iy) => {
+                        dst[..pl * c].fill(zpb);
+                        let src = ((b * id.h + iy) * id.w) * c;
+                        dst[pl * c..(pl + id.w) * c].copy_from_slice(&input[src..src + id.w * c]);
+                        dst[(pl + id.w) * c..].fill(zpb);
+                    }
+                }
+            }
+            let out_row = &mut output[(b * od.h + oy) * od.w * c..][..od.w * c];
+            let mut c0 = 0;
+            while c0 < c {
+                let lanes = (c - c0).min(16);
+                let mask: __mmask16 = if lanes == 16 { 0xFFFF } else { (1u16 << lanes) - 1 };
+                let mut wz = [_mm512_setzero_si512(); DW_TAPS];
+                let mut wsum = _mm512_setzero_si512();
+                // SAFETY: masked filter loads of channels c0..c of tap t's
+                // row of c values; the epilogue slices have ≥ round_up(c,
+                // 16) entries (checked by the caller).
+                let blk = unsafe {
+                    for (t, w) in wz.iter_mut().enumerate().take(taps) {
+                        let w8 = _mm_maskz_loadu_epi8(mask, filter.as_ptr().add(t * c + c0).cast());
+                        *w = _mm512_cvtepu16_epi32(_mm256_cvtepi8_epi16(w8));
+                        wsum = _mm512_add_epi32(wsum, _mm512_cvtepi8_epi32(w8));
+                    }
+                    let corr = _mm512_loadu_si512(e.corr.as_ptr().add(c0).cast());
+                    DwBlock {
+                        corr: _mm512_add_epi32(corr, _mm512_mullo_epi32(off, wsum)),
+                        m: _mm512_loadu_si512(e.multiplier.as_ptr().add(c0).cast()),
+                        ls: _mm512_loadu_si512(e.left_shift.as_ptr().add(c0).cast()),
+                        rs: _mm512_loadu_si512(e.right_shift.as_ptr().add(c0).cast()),
+                    }
+                };
+                for ox in 0..od.w {
+                    // SAFETY: window loads read channels c0..c0 + lanes of
+                    // buffer pixels ox·sx + kx·dw < wp in rows < fh; the
+                    // store writes channels c0..c0 + lanes of pixel ox.
+                    unsafe {
+                        dw_vector(
+                            rows.as_ptr().add(ox * sx * c + c0),
+                            toff,
+                            &wz,
+                            &blk,
+                            &k,
+                            mask,
+                            out_row.as_mut_ptr().add(ox * c + c0),
+                        )
+                    };
+                }
+                c0 += 16;
+            }
+        }
+    }
+    true
+}
+
+/// Output-stage constants shared by every vector of a depthwise layer.
+struct DwConst {
+    lo: __m512i,
+    hi: __m512i,
+    zp: __m512i,
+}
+
+/// Per-lane constants of one 16-lane depthwise block: `corr` is the bias
+/// plus `input_offset · Σ w`.
+struct DwBlock {
+    corr: __m512i,
+    m: __m512i,
+    ls: __m512i,
+    rs: __m512i,
+}
+
+/// One 16-lane depthwise output: `Σ_t w_t · x[base + toff[t]]` (weights
+/// with a zero high half, so `vpdpwssd` forms exact products), the output
+/// stage, a masked store of `mask`'s lanes at `out`.
+///
+/// # Safety
+/// Lanes of `mask` at `base + toff[t]` must be readable, at `out` writable.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+unsafe fn dw_vector(
+    base: *const i8,
+    toff: &[usize],
+    w: &[__m512i; DW_TAPS],
+    blk: &DwBlock,
+    k: &DwConst,
+    mask: __mmask16,
+    out: *mut i8,
+) {
+    let mut acc = blk.corr;
+    for (&to, w) in toff.iter().zip(w) {
+        // SAFETY: the caller's contract.
+        let xv = _mm512_cvtepi8_epi32(unsafe { _mm_maskz_loadu_epi8(mask, base.add(to).cast()) });
+        acc = _mm512_dpwssd_epi32(acc, xv, *w);
+    }
+    let v = _mm512_add_epi32(requant512(acc, blk.m, blk.ls, blk.rs), k.zp);
+    let v = _mm512_min_epi32(_mm512_max_epi32(v, k.lo), k.hi);
+    // SAFETY: the caller's contract.
+    unsafe { _mm_mask_storeu_epi8(out.cast(), mask, _mm512_cvtepi32_epi8(v)) };
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
