@@ -911,13 +911,17 @@ fn conv_indirect(
                 };
                 let src = &input[(b * input_dims.h + iy) * input_dims.w * c..][..input_dims.w * c];
                 let src = &src[(x_lo - pl.min(x_lo)) * c..][..(x_hi - x_lo) * c];
-                // SAFETY: all writes stay in [row, row + wp·cp) ⊆ [0, size);
-                // `src` holds the (x_hi − x_lo)·c values read.
+                // SAFETY: all writes stay in [row, row + wp·cp) ⊆ [0, size)
+                // (the widened pixels are d[0 .. (x_hi − x_lo)·cp]); `src`
+                // holds the (x_hi − x_lo)·c values read.
                 unsafe {
                     core::ptr::write_bytes(dst.add(row), zpb, x_lo * cp);
                     let d = dst.add(row + x_lo * cp);
                     if cp == c {
                         core::ptr::copy_nonoverlapping(src.as_ptr(), d, src.len());
+                    } else if c == 3 && cp == 4 {
+                        // Images: 3 channels widened to 4 with SSSE3.
+                        x86::widen3to4(src, core::slice::from_raw_parts_mut(d, src.len() / 3 * 4), zp);
                     } else {
                         for (x, px) in src.chunks_exact(c).enumerate() {
                             for (ch, &v) in px.iter().enumerate() {

@@ -1033,6 +1033,41 @@ fn depthwise512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &
     }
 }
 
+/// Pixels of 3 values widened to 4, the 4th `pad`: `dst.len() == src.len()
+/// / 3 · 4`. Four pixels per `pshufb` (AVX2 implies SSSE3).
+pub(super) fn widen3to4(src: &[i8], dst: &mut [i8], pad: i8) {
+    let pixels = dst.len() / 4;
+    let mut x = 0;
+    if has_avx2() && src.len() >= 3 * pixels {
+        // SAFETY: the CPU has AVX2 (the callee bounds its own accesses).
+        unsafe { x = widen3to4_ssse3(src, dst, pad, pixels) };
+    }
+    // Vector steps read 16 bytes at 3·x: the last pixels go scalar.
+    for x in x..pixels {
+        dst[4 * x..4 * x + 3].copy_from_slice(&src[3 * x..3 * x + 3]);
+        dst[4 * x + 3] = pad;
+    }
+}
+
+/// Widens while 16 bytes can be read; returns the pixels done.
+#[target_feature(enable = "avx2")]
+fn widen3to4_ssse3(src: &[i8], dst: &mut [i8], pad: i8, pixels: usize) -> usize {
+    let shuf = _mm_setr_epi8(0, 1, 2, -128, 3, 4, 5, -128, 6, 7, 8, -128, 9, 10, 11, -128);
+    let padv = _mm_setr_epi8(0, 0, 0, pad, 0, 0, 0, pad, 0, 0, 0, pad, 0, 0, 0, pad);
+    let mut x = 0;
+    while x + 4 <= pixels && 3 * x + 16 <= src.len() && 4 * x + 16 <= dst.len() {
+        // SAFETY: src[3x .. 3x + 16] and dst[4x .. 4x + 16] are in bounds
+        // (loop condition).
+        unsafe {
+            let v = _mm_loadu_si128(src.as_ptr().add(3 * x).cast());
+            let w = _mm_or_si128(_mm_shuffle_epi8(v, shuf), padv);
+            _mm_storeu_si128(dst.as_mut_ptr().add(4 * x).cast(), w);
+        }
+        x += 4;
+    }
+    x
+}
+
 /// Elementwise int8 ADD (TFLite `AddFunc`) on 16 lanes. Arguments checked by
 /// the caller (`check_add`): equal lengths, shifts ≤ 0, left shift ≤ 22.
 pub(super) fn add_avx512(p: &crate::reference::AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
