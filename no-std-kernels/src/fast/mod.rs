@@ -944,13 +944,23 @@ fn conv_indirect(
     let pixels = output_dims.n * oh * ow;
     let mut pix = 0;
     let mut offs = [0usize; MR_INDIRECT];
+    // The next pixel's (image row, output x) and its window's offset,
+    // stepped without dividing (a division per pixel cost as much as a
+    // shallow layer's arithmetic).
+    let (mut row_y, mut ox, mut at) = (0usize, 0usize, 0usize);
+    let (step_x, step_y) = (p.stride.1 * cp, p.stride.0 * cols * cp);
     while pix < pixels {
         let mr = MR_INDIRECT.min(pixels - pix);
-        for (r, o) in offs.iter_mut().enumerate().take(mr) {
-            let q = pix + r;
-            let (b, rem) = (q / (oh * ow), q % (oh * ow));
-            let (oy, ox) = (rem / ow, rem % ow);
-            *o = ((b * rows + oy * p.stride.0) * cols + ox * p.stride.1) * cp;
+        for o in offs.iter_mut().take(mr) {
+            *o = at;
+            ox += 1;
+            at += step_x;
+            if ox == ow {
+                ox = 0;
+                row_y += 1;
+                // Next output row, or the next image's first row.
+                at = if row_y % oh == 0 { (row_y / oh) * rows * cols * cp } else { at - ow * step_x + step_y };
+            }
         }
         if !x86::gemm_indirect_avx512vnni(base, &offs[..mr], qoff, packed, e, &mut output[pix * n..(pix + mr) * n]) {
             return false;
