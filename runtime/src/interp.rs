@@ -6,8 +6,7 @@
 
 use edgefleet_kernels::fast::{self, Isa, PackedFilter, PreparedEpilogue};
 use edgefleet_kernels::reference::{
-    self, AddParams, ConvParams, DepthwiseParams, FullyConnectedParams, PoolParams, RequantizeParams, SoftmaxOutput,
-    SoftmaxParams,
+    self, ConvParams, DepthwiseParams, FullyConnectedParams, PoolParams, RequantizeParams, SoftmaxOutput, SoftmaxParams,
 };
 use edgefleet_kernels::{KernelError, Requant};
 
@@ -65,6 +64,18 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
     /// forces the portable kernels).
     pub fn kernels(&self) -> Isa {
         fast::active()
+    }
+
+    fn add_table_for(&self, i: usize) -> Option<&'m [i8]> {
+        #[cfg(feature = "alloc")]
+        {
+            self.packed.and_then(|p| p.add_table(i))
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            let _ = i;
+            None
+        }
     }
 
     fn packed_for(&self, i: usize) -> (Option<PackedFilter<'m>>, Option<PreparedEpilogue<'m>>) {
@@ -155,6 +166,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
     fn run_op(&mut self, i: usize) -> Result<(), KernelError> {
         let model = self.model;
         let (packed, prepared) = self.packed_for(i);
+        let add_table = self.add_table_for(i);
         let op = model.op(i).ok_or(KernelError::InvalidParameter)?;
         let tensor = |t: u16| model.slot(t).ok_or(KernelError::InvalidParameter);
         let out = tensor(op.output())?;
@@ -283,22 +295,17 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     output,
                 )
             }
-            Op::Add { input1, input2, left_shift, rescale, clamp, .. } => {
+            Op::Add { input1, input2, .. } => {
                 let (a, ai) = act(input1)?;
                 let (b, bi) = act(input2)?;
-                let p = AddParams {
-                    input1_offset: -zp(&ai),
-                    input2_offset: -zp(&bi),
-                    output_offset: y_zp,
-                    left_shift,
-                    input1_multiplier: rescale[0].0,
-                    input1_shift: rescale[0].1,
-                    input2_multiplier: rescale[1].0,
-                    input2_shift: rescale[1].1,
-                    output_multiplier: rescale[2].0,
-                    output_shift: rescale[2].1,
-                    clamp,
-                };
+                if let Some(t) = add_table {
+                    // Built at load for these parameters; not when the
+                    // reference kernels are forced.
+                    if fast::active() != Isa::Reference {
+                        return fast::add_i8_table(t, a, b, output);
+                    }
+                }
+                let p = op.add_params(zp(&ai), zp(&bi), y_zp).ok_or(KernelError::InvalidParameter)?;
                 fast::add_i8(&p, a, b, output)
             }
             Op::AveragePool2d { input, geometry, clamp, .. } | Op::MaxPool2d { input, geometry, clamp, .. } => {

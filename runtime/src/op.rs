@@ -2,6 +2,7 @@
 //! the record itself. Checks against tensors live in [`crate::model`].
 
 use edgefleet_kernels::Clamp;
+use edgefleet_kernels::reference::AddParams;
 
 use crate::format::{NO_TENSOR, OpCode, OpRecord, param};
 
@@ -386,6 +387,27 @@ impl Op {
             Op::Softmax { .. } => OpCode::Softmax,
             Op::Requantize { .. } => OpCode::Requantize,
             Op::Transpose { .. } => OpCode::Transpose,
+        }
+    }
+
+    /// The kernel parameters of an `Add` (None for other ops), given the
+    /// zero points of its inputs and output.
+    pub(crate) fn add_params(&self, input1_zp: i32, input2_zp: i32, output_zp: i32) -> Option<AddParams> {
+        match *self {
+            Op::Add { left_shift, rescale, clamp, .. } => Some(AddParams {
+                input1_offset: -input1_zp,
+                input2_offset: -input2_zp,
+                output_offset: output_zp,
+                left_shift,
+                input1_multiplier: rescale[0].0,
+                input1_shift: rescale[0].1,
+                input2_multiplier: rescale[1].0,
+                input2_shift: rescale[1].1,
+                output_multiplier: rescale[2].0,
+                output_shift: rescale[2].1,
+                clamp,
+            }),
+            _ => None,
         }
     }
 

@@ -14,8 +14,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use edgefleet_kernels::Requant;
 use edgefleet_kernels::fast::{
-    PackedFilter, PreparedEpilogue, conv_packed_depth, pack_conv_filter, pack_filter, packed_len, prepare_epilogue,
-    prepared_len,
+    ADD_TABLE_LEN, PackedFilter, PreparedEpilogue, conv_packed_depth, pack_conv_filter, pack_filter, packed_len,
+    prepare_add_table, prepare_epilogue, prepared_len,
 };
 
 use crate::format::Storage;
@@ -35,10 +35,13 @@ struct Packed {
 }
 
 /// Packed weights of every convolution and fully connected op of a model,
-/// indexed by op.
+/// and a lookup table per elementwise add
+/// ([`edgefleet_kernels::fast::prepare_add_table`], 64 KiB each), indexed by
+/// op.
 #[derive(Clone, Debug, Default)]
 pub struct PackedWeights {
     ops: Vec<Option<Packed>>,
+    add_tables: Vec<Option<Vec<i8>>>,
 }
 
 impl PackedWeights {
@@ -47,7 +50,13 @@ impl PackedWeights {
     /// reference path).
     pub fn for_model(model: &Model<'_>) -> PackedWeights {
         let ops = (0..model.op_count()).map(|i| model.op(i).and_then(|op| pack_op(model, &op))).collect();
-        PackedWeights { ops }
+        let add_tables = (0..model.op_count()).map(|i| model.op(i).and_then(|op| add_table(model, &op))).collect();
+        PackedWeights { ops, add_tables }
+    }
+
+    /// The lookup table of add op `i`, if it has one.
+    pub fn add_table(&self, i: usize) -> Option<&[i8]> {
+        self.add_tables.get(i)?.as_deref()
     }
 
     /// The packed weights of op `i`, if it has any.
@@ -63,17 +72,31 @@ impl PackedWeights {
         Some(PreparedEpilogue { input_offset: *input_offset, corr, multiplier, left_shift, right_shift })
     }
 
-    /// Bytes held (packed values and sums).
+    /// Bytes held (packed values and sums, prepared output stages, add
+    /// tables).
     pub fn heap_bytes(&self) -> usize {
-        self.ops
+        let tables: usize = self.add_tables.iter().flatten().map(Vec::len).sum();
+        let packed: usize = self
+            .ops
             .iter()
             .flatten()
             .map(|p| {
-                let prepared = p.prepared.as_ref().map_or(0, |(_, v)| v.iter().map(|v| 4 * v.len()).sum());
+                let prepared: usize = p.prepared.as_ref().map_or(0, |(_, v)| v.iter().map(|v| 4 * v.len()).sum());
                 p.data.len() + 4 * p.colsum.len() + prepared
             })
-            .sum()
+            .sum();
+        tables + packed
     }
+}
+
+/// The lookup table of an add whose parameters the kernels accept.
+fn add_table(model: &Model<'_>, op: &Op) -> Option<Vec<i8>> {
+    let Op::Add { input1, input2, output, .. } = *op else { return None };
+    let zp = |t: u16| model.slot(t).map(|s| s.zero_point);
+    let p = op.add_params(zp(input1)?, zp(input2)?, zp(output)?)?;
+    let mut table = vec![0i8; ADD_TABLE_LEN];
+    prepare_add_table(&p, &mut table).ok()?;
+    Some(table)
 }
 
 fn pack_op(model: &Model<'_>, op: &Op) -> Option<Packed> {

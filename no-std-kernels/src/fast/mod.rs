@@ -1288,6 +1288,58 @@ pub fn add_i8_with(
     }
 }
 
+/// Bytes of an add lookup table ([`prepare_add_table`]): one output per
+/// pair of int8 inputs, then 4 bytes of padding (vector gathers read 4
+/// bytes at each index).
+pub const ADD_TABLE_LEN: usize = 256 * 256 + 4;
+
+/// Builds the table [`add_i8_table`] reads: entry `(a as u8) << 8 | (b as
+/// u8)` is [`add_i8`]'s output (bit-identical to the reference) for the
+/// inputs `a` and `b` under `p`, so a lookup is too.
+/// An elementwise add otherwise costs three requantizations per element;
+/// the table (64 KiB) is for hosts, built once per layer at load time
+/// (about 65,536 reference adds).
+///
+/// # Errors
+/// `table.len() != ADD_TABLE_LEN`, or `p` is refused by the reference.
+pub fn prepare_add_table(p: &AddParams, table: &mut [i8]) -> Result<(), KernelError> {
+    if table.len() != ADD_TABLE_LEN {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let b: [i8; 256] = core::array::from_fn(|i| i as u8 as i8);
+    for (q, row) in table.chunks_exact_mut(256).enumerate() {
+        let a = [q as u8 as i8; 256];
+        add_i8(p, &a, &b, row)?;
+    }
+    table[256 * 256..].fill(0);
+    Ok(())
+}
+
+/// [`reference::add_i8`] by lookup in a table [`prepare_add_table`] built
+/// for the same parameters (the caller keeps the two together). AVX-512
+/// gathers 16 entries at a time; elsewhere one load per element.
+///
+/// # Errors
+/// A table of the wrong length (`InvalidParameter`), inputs and output of
+/// different lengths (`ShapeMismatch`).
+pub fn add_i8_table(table: &[i8], input1: &[i8], input2: &[i8], output: &mut [i8]) -> Result<(), KernelError> {
+    if table.len() != ADD_TABLE_LEN {
+        return Err(KernelError::InvalidParameter);
+    }
+    if input1.len() != output.len() || input2.len() != output.len() {
+        return Err(KernelError::ShapeMismatch);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if active() == Isa::Avx512Vnni {
+        x86::add_table_avx512(table, input1, input2, output);
+        return Ok(());
+    }
+    for ((o, &a), &b) in output.iter_mut().zip(input1).zip(input2) {
+        *o = table[usize::from(a as u8) << 8 | usize::from(b as u8)];
+    }
+    Ok(())
+}
+
 /// The reference's argument checks of `add_i8`, in its order.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn check_add(p: &AddParams, input1: &[i8], input2: &[i8], output: &[i8]) -> Result<(), KernelError> {
@@ -1504,6 +1556,13 @@ mod battery_adapters {
         add_i8_with(Isa::Dsp, p, a, b, o)
     }
 
+    /// Through a lookup table, as the runtime runs adds on hosts.
+    pub fn add_table(p: &AddParams, a: &[i8], b: &[i8], o: &mut [i8]) -> Result<(), KernelError> {
+        let mut table = vec![0i8; ADD_TABLE_LEN];
+        prepare_add_table(p, &mut table)?;
+        add_i8_table(&table, a, b, o)
+    }
+
     /// Runs `f` with the epilogue prepared as the runtime does at load.
     fn with_prepared<R>(
         packed: Option<&PackedFilter<'_>>,
@@ -1589,6 +1648,7 @@ crate::kernel_battery!(avx512vnni_vs_reference, {
 crate::kernel_battery!(avx512vnni_prepared_vs_reference, {
     conv2d: super::battery_adapters::conv_prepared,
     fully_connected: super::battery_adapters::fc_prepared,
+    add: super::battery_adapters::add_table,
 });
 #[cfg(test)]
 crate::kernel_battery!(neon_vs_reference, {

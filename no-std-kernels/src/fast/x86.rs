@@ -1068,6 +1068,41 @@ fn widen3to4_ssse3(src: &[i8], dst: &mut [i8], pad: i8, pixels: usize) -> usize 
     x
 }
 
+/// `out[i] = table[a[i] << 8 | b[i]]` (inputs as unsigned bytes), 16 at a
+/// time with `vpgatherdd` (each gather reads 4 bytes: the table ends with 4
+/// bytes of padding). Lengths checked by the caller.
+pub(super) fn add_table_avx512(table: &[i8], a: &[i8], b: &[i8], out: &mut [i8]) {
+    if !has_avx512vnni() || table.len() < 256 * 256 + 4 || a.len() != out.len() || b.len() != out.len() {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = table[usize::from(x as u8) << 8 | usize::from(y as u8)];
+        }
+        return;
+    }
+    // SAFETY: the CPU has the features; lengths checked just above.
+    unsafe { add_table512(table, a, b, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+fn add_table512(table: &[i8], a: &[i8], b: &[i8], out: &mut [i8]) {
+    let n = out.len();
+    let mut i = 0;
+    while i < n {
+        let lanes = (n - i).min(16);
+        let mask: __mmask16 = if lanes == 16 { 0xFFFF } else { (1u16 << lanes) - 1 };
+        // SAFETY: masked loads and stores of lanes < n − i; gathered
+        // indices are < 2^16 and each reads table[idx .. idx + 4], inside
+        // the 2^16 + 4 bytes.
+        unsafe {
+            let x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, a.as_ptr().add(i).cast()));
+            let y = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, b.as_ptr().add(i).cast()));
+            let idx = _mm512_or_si512(_mm512_slli_epi32::<8>(x), y);
+            let v = _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), mask, idx, table.as_ptr().cast());
+            _mm_mask_storeu_epi8(out.as_mut_ptr().add(i).cast(), mask, _mm512_cvtepi32_epi8(v));
+        }
+        i += 16;
+    }
+}
+
 /// Elementwise int8 ADD (TFLite `AddFunc`) on 16 lanes. Arguments checked by
 /// the caller (`check_add`): equal lengths, shifts ≤ 0, left shift ≤ 22.
 pub(super) fn add_avx512(p: &crate::reference::AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
