@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use crate::metrics::labels;
 use crate::server::App;
-use crate::store::{EventRow, TelemetryRow};
+use crate::store::{EventRow, TelemetryRow, TelemetryUplink};
 use crate::util::now_ms;
 
 /// Counts a refused message.
@@ -19,9 +19,27 @@ pub fn reject(app: &App, reason: &str) {
     app.metrics.uplinks_rejected.get_or_create(&labels(&[("reason", reason)])).inc();
 }
 
-/// Handles one uplink from the topic of `dev`; returns the sequence numbers
-/// to acknowledge, `None` if it was refused or could not be stored.
-pub async fn uplink(app: &App, dev: &str, payload: &[u8]) -> Option<Vec<u64>> {
+/// An uplink whose signature, device and topic were checked.
+pub struct Verified {
+    /// The device (the topic's, which signed it).
+    pub dev: String,
+    /// Its sequence number.
+    pub seq: i64,
+    /// What it says.
+    pub up: Uplink,
+}
+
+impl Verified {
+    /// A telemetry window (these are batched: see [`telemetry_batch`]).
+    pub fn is_telemetry(&self) -> bool {
+        matches!(self.up.payload, Payload::Telemetry(_))
+    }
+}
+
+/// Checks one uplink from the topic of `dev`: `None` (counted as rejected)
+/// if it is malformed, from an unknown device, badly signed or names
+/// another device.
+pub async fn verify(app: &App, dev: &str, payload: &[u8]) -> Option<Verified> {
     let Ok(signed) = Signed::from_bytes(payload) else {
         reject(app, "malformed");
         return None;
@@ -54,14 +72,22 @@ pub async fn uplink(app: &App, dev: &str, payload: &[u8]) -> Option<Vec<u64>> {
         reject(app, "topic_mismatch");
         return None;
     }
+    let Ok(seq) = i64::try_from(up.seq) else {
+        reject(app, "malformed");
+        return None;
+    };
+    Some(Verified { dev: dev.to_string(), seq, up })
+}
+
+/// Stores and applies one verified uplink (`payload`: as received);
+/// returns the sequence numbers to acknowledge, `None` if it could not be
+/// stored.
+pub async fn store(app: &App, v: &Verified, payload: &[u8]) -> Option<Vec<u64>> {
+    let (dev, seq, up) = (v.dev.as_str(), v.seq, &v.up);
     let kind = match &up.payload {
         Payload::Hello(_) => "hello",
         Payload::Telemetry(_) => "telemetry",
         Payload::Event(_) => "event",
-    };
-    let Ok(seq) = i64::try_from(up.seq) else {
-        reject(app, "malformed");
-        return None;
     };
     let now = now_ms();
     match app.store.insert_uplink(dev, seq, up.time_ms as i64, kind, payload, now).await {
@@ -75,12 +101,85 @@ pub async fn uplink(app: &App, dev: &str, payload: &[u8]) -> Option<Vec<u64>> {
             return None;
         }
     }
-    if let Err(e) = apply(app, dev, seq, &up).await {
+    if let Err(e) = apply(app, dev, seq, up).await {
         // Stored already: applying again on a redelivery would be skipped, so log loudly.
         warn!("applying uplink {dev}#{seq}: {e}");
     }
     app.metrics.uplinks.get_or_create(&labels(&[("kind", kind)])).inc();
     Some(vec![up.seq])
+}
+
+/// Stores a run of verified telemetry uplinks (with the payloads as
+/// received) in one transaction, as [`store`] would one by one; returns
+/// each device with the sequence numbers to acknowledge (`None`: not
+/// stored, the device sends it again).
+pub async fn telemetry_batch(app: &App, items: &[(Verified, Vec<u8>)]) -> Vec<(String, Option<Vec<u64>>)> {
+    let mut rows = Vec::with_capacity(items.len());
+    let mut out: Vec<(String, Option<Vec<u64>>)> = Vec::with_capacity(items.len());
+    let mut stored = Vec::with_capacity(items.len());
+    for (v, payload) in items {
+        let Payload::Telemetry(t) = &v.up.payload else {
+            out.push((v.dev.clone(), store(app, v, payload).await));
+            continue;
+        };
+        let body = match postcard::to_allocvec(&**t) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("uplink {}#{}: {e}", v.dev, v.seq);
+                out.push((v.dev.clone(), None));
+                continue;
+            }
+        };
+        rows.push(TelemetryUplink {
+            row: TelemetryRow {
+                device_id: v.dev.clone(),
+                seq: v.seq,
+                window_end_ms: t.window_end_ms as i64,
+                package_sha256: t.model.as_ref().map(sha).unwrap_or_default(),
+                inferences: t.inferences as i64,
+                errors: t.errors as i64,
+                latency_p95_us: t.latency.p95_us as i64,
+                drift_psi: t.drift.map(|d| d.psi as f64),
+                shadow_agreement: t.shadow.as_ref().map(|s| s.agreement as f64),
+                shadow_inferences: t.shadow.as_ref().map_or(0, |s| s.inferences as i64),
+                body,
+            },
+            time_ms: v.up.time_ms as i64,
+            signed: payload,
+            live: t.model.as_ref().map(|m| (m.model_id.clone(), m.version.clone(), sha(m), m.release_counter as i64)),
+        });
+        stored.push(v);
+    }
+    if rows.is_empty() {
+        return out;
+    }
+    match app.store.insert_telemetry_batch(&rows, now_ms()).await {
+        Ok(new) => {
+            for (v, is_new) in stored.into_iter().zip(new) {
+                if !is_new {
+                    app.metrics.uplinks_duplicate.inc();
+                } else if let Payload::Telemetry(t) = &v.up.payload {
+                    if let Some(m) = &t.model {
+                        // Labels name registered versions only: a device cannot mint label sets.
+                        let (model, version) = app
+                            .registered(&sha(m))
+                            .await
+                            .unwrap_or_else(|| ("unregistered".into(), "unregistered".into()));
+                        let l = labels(&[("model", &model), ("version", &version)]);
+                        app.metrics.inferences.get_or_create(&l).inc_by(t.inferences);
+                        app.metrics.inference_errors.get_or_create(&l).inc_by(t.errors);
+                    }
+                    app.metrics.uplinks.get_or_create(&labels(&[("kind", "telemetry")])).inc();
+                }
+                out.push((v.dev.clone(), Some(vec![v.up.seq])));
+            }
+        }
+        Err(e) => {
+            warn!("storing {} telemetry uplinks: {e}", rows.len());
+            out.extend(stored.into_iter().map(|v| (v.dev.clone(), None)));
+        }
+    }
+    out
 }
 
 fn sha(m: &ModelRef) -> String {

@@ -30,6 +30,9 @@ pub const SERVER_USER: &str = "edgefleet-server";
 /// Shared-subscription group on external brokers: replicas split the uplinks.
 const SHARE: &str = "$share/edgefleet/";
 const WORKERS: usize = 4;
+/// Messages a worker takes at once (telemetry among them is stored in one
+/// transaction).
+const BATCH: usize = 64;
 /// Largest MQTT packet either side sends (a 16 KiB chunk, sealed, fits easily).
 pub const MAX_PACKET: usize = 1 << 20;
 
@@ -137,8 +140,11 @@ pub async fn run(app: Arc<App>, mut eventloop: rumqttc::EventLoop, external: boo
         let (tx, mut rx) = mpsc::channel::<(String, Vec<u8>)>(1024);
         let app = app.clone();
         tokio::spawn(async move {
-            while let Some((topic, payload)) = rx.recv().await {
-                handle(&app, &topic, &payload).await;
+            // Whatever queued up while the last batch was stored goes in
+            // the next one: one transaction for a run of telemetry.
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                handle_batch(&app, std::mem::take(&mut batch)).await;
             }
         });
         shards.push(tx);
@@ -189,21 +195,49 @@ fn device_of(topic: &str) -> Option<String> {
     }
 }
 
-async fn handle(app: &App, topic: &str, payload: &[u8]) {
-    match topics::parse(topic) {
-        Some(topics::Topic::Uplink(dev)) => {
-            if let Some(seqs) = crate::ingest::uplink(app, dev, payload).await {
-                let ack = UplinkAck { seqs };
-                match postcard::to_allocvec(&ack) {
-                    Ok(bytes) => {
-                        let _ = send_sealed(app, dev, &topics::uplink_ack(dev), &bytes, QoS::AtLeastOnce, false).await;
-                    }
-                    Err(e) => warn!("encode ack: {e}"),
+/// Handles messages in their order, except that consecutive telemetry
+/// uplinks are stored together (a device's uplinks stay in order: each
+/// other uplink first flushes the telemetry before it).
+async fn handle_batch(app: &App, batch: Vec<(String, Vec<u8>)>) {
+    let mut run: Vec<(crate::ingest::Verified, Vec<u8>)> = Vec::new();
+    for (topic, payload) in batch {
+        match topics::parse(&topic) {
+            Some(topics::Topic::Uplink(dev)) => {
+                let Some(v) = crate::ingest::verify(app, dev, &payload).await else { continue };
+                if v.is_telemetry() {
+                    run.push((v, payload));
+                    continue;
                 }
+                flush_telemetry(app, &mut run).await;
+                let seqs = crate::ingest::store(app, &v, &payload).await;
+                ack(app, &v.dev, seqs).await;
             }
+            Some(topics::Topic::ChunkRequest(dev)) => serve_chunk(app, dev, &payload).await,
+            _ => {}
         }
-        Some(topics::Topic::ChunkRequest(dev)) => serve_chunk(app, dev, payload).await,
-        _ => {}
+    }
+    flush_telemetry(app, &mut run).await;
+}
+
+async fn flush_telemetry(app: &App, run: &mut Vec<(crate::ingest::Verified, Vec<u8>)>) {
+    if run.is_empty() {
+        return;
+    }
+    for (dev, seqs) in crate::ingest::telemetry_batch(app, run).await {
+        ack(app, &dev, seqs).await;
+    }
+    run.clear();
+}
+
+/// Acknowledges stored uplinks (nothing when `seqs` is `None`: the device
+/// sends them again).
+async fn ack(app: &App, dev: &str, seqs: Option<Vec<u64>>) {
+    let Some(seqs) = seqs else { return };
+    match postcard::to_allocvec(&UplinkAck { seqs }) {
+        Ok(bytes) => {
+            let _ = send_sealed(app, dev, &topics::uplink_ack(dev), &bytes, QoS::AtLeastOnce, false).await;
+        }
+        Err(e) => warn!("encode ack: {e}"),
     }
 }
 

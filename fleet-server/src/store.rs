@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -230,12 +231,34 @@ pub struct EventRow {
     pub detail: String,
 }
 
+/// One telemetry uplink for [`Store::insert_telemetry_batch`].
+#[derive(Clone, Debug)]
+pub struct TelemetryUplink<'a> {
+    /// The window (its device id and sequence number are the uplink's).
+    pub row: TelemetryRow,
+    /// The uplink's time, device clock.
+    pub time_ms: i64,
+    /// The signed uplink as received.
+    pub signed: &'a [u8],
+    /// The live model it names: (model, version, sha256 hex, counter).
+    pub live: Option<(String, String, String, i64)>,
+}
+
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Enrolled devices' keys, which never change once written (enrolling
+    /// an id twice is refused and nothing deletes a device): every uplink,
+    /// acknowledgement and chunk request needs them, so a lookup that found
+    /// a device is kept (misses are not: the device may enroll next).
+    keys: Arc<RwLock<HashMap<String, DeviceKeys>>>,
 }
+
+/// Devices whose keys [`Store::device_keys`] keeps in memory (~300 bytes
+/// each); past this the cache starts over.
+const KEY_CACHE: usize = 1_000_000;
 
 fn version_row(r: &AnyRow) -> std::result::Result<VersionRow, sqlx::Error> {
     Ok(VersionRow {
@@ -337,13 +360,18 @@ impl Store {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA busy_timeout = 5000").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    // Read pages through a mapping: in WAL mode every write
+                    // by another connection empties this one's page cache,
+                    // and re-reading through read(2) was most of ingest's
+                    // time with thousands of devices.
+                    conn.execute("PRAGMA mmap_size = 1073741824").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     Ok(())
                 })
             });
         }
         let pool = opts.connect(&url).await?;
-        let store = Store { pool, backend };
+        let store = Store { pool, backend, keys: Arc::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -629,21 +657,33 @@ impl Store {
         Ok(())
     }
 
-    /// Keys and secrets of a device.
+    /// Keys and secrets of a device (kept in memory once found: they never
+    /// change).
     pub async fn device_keys(&self, id: &str) -> Result<Option<DeviceKeys>> {
+        if let Some(k) = self.keys.read().ok().and_then(|c| c.get(id).cloned()) {
+            return Ok(Some(k));
+        }
         let r = sqlx::query("SELECT public_key, secret_sha256, downlink_key, hardware_id FROM devices WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(r.map(|r| -> std::result::Result<DeviceKeys, sqlx::Error> {
-            Ok(DeviceKeys {
-                public_key: r.try_get("public_key")?,
-                secret_sha256: r.try_get("secret_sha256")?,
-                downlink_key: r.try_get("downlink_key")?,
-                hardware_id: r.try_get("hardware_id")?,
+        let keys = r
+            .map(|r| -> std::result::Result<DeviceKeys, sqlx::Error> {
+                Ok(DeviceKeys {
+                    public_key: r.try_get("public_key")?,
+                    secret_sha256: r.try_get("secret_sha256")?,
+                    downlink_key: r.try_get("downlink_key")?,
+                    hardware_id: r.try_get("hardware_id")?,
+                })
             })
-        })
-        .transpose()?)
+            .transpose()?;
+        if let (Some(k), Ok(mut c)) = (&keys, self.keys.write()) {
+            if c.len() >= KEY_CACHE {
+                c.clear();
+            }
+            c.insert(id.to_string(), k.clone());
+        }
+        Ok(keys)
     }
 
     /// Inventory from a device's hello.
@@ -767,6 +807,73 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Stores a run of telemetry uplinks in one transaction (one commit,
+    /// each page written once, instead of four commits per uplink): per
+    /// uplink what [`Self::insert_uplink`] does, then for a new one the
+    /// telemetry row and, if it names one, the live model. Returns which
+    /// uplinks were new (duplicates are acknowledged, not applied again).
+    pub async fn insert_telemetry_batch(&self, items: &[TelemetryUplink<'_>], now: i64) -> Result<Vec<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let mut new = Vec::with_capacity(items.len());
+        for it in items {
+            let t = &it.row;
+            let n = sqlx::query(
+                "INSERT INTO uplinks (device_id, seq, time_ms, kind, body) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (device_id, seq) DO NOTHING",
+            )
+            .bind(&t.device_id)
+            .bind(t.seq)
+            .bind(it.time_ms)
+            .bind("telemetry")
+            .bind(it.signed)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("UPDATE devices SET last_seen_ms = $1 WHERE id = $2 AND last_seen_ms < $1")
+                .bind(now)
+                .bind(&t.device_id)
+                .execute(&mut *tx)
+                .await?;
+            new.push(n == 1);
+            if n != 1 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO telemetry (device_id, seq, window_end_ms, package_sha256, inferences, errors, latency_p95_us, \
+                 drift_psi, shadow_agreement, shadow_inferences, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (device_id, seq) DO NOTHING",
+            )
+            .bind(&t.device_id)
+            .bind(t.seq)
+            .bind(t.window_end_ms)
+            .bind(&t.package_sha256)
+            .bind(t.inferences)
+            .bind(t.errors)
+            .bind(t.latency_p95_us)
+            .bind(t.drift_psi)
+            .bind(t.shadow_agreement)
+            .bind(t.shadow_inferences)
+            .bind(&t.body)
+            .execute(&mut *tx)
+            .await?;
+            if let Some((model, version, sha256, counter)) = &it.live {
+                sqlx::query(
+                    "UPDATE devices SET live_model = $1, live_version = $2, live_sha256 = $3, live_counter = $4 \
+                     WHERE id = $5",
+                )
+                .bind(model)
+                .bind(version)
+                .bind(sha256)
+                .bind(*counter)
+                .bind(&t.device_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(new)
     }
 
     /// Telemetry windows ending in `[from, to]`, of one package or (`None`)
