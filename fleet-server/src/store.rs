@@ -240,8 +240,33 @@ pub struct TelemetryUplink<'a> {
     pub time_ms: i64,
     /// The signed uplink as received.
     pub signed: &'a [u8],
-    /// The live model it names: (model, version, sha256 hex, counter).
-    pub live: Option<(String, String, String, i64)>,
+    /// The live model it names.
+    pub live: Option<LiveModel>,
+}
+
+/// A live model as devices report it: (model, version, sha256 hex, release
+/// counter).
+pub type LiveModel = (String, String, String, i64);
+
+/// `($first, ...), (...), ...`: `rows` tuples of `cols` numbered
+/// placeholders.
+fn placeholders(rows: usize, cols: usize, first: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(first + r * cols + c).to_string());
+        }
+        s.push(')');
+    }
+    s
 }
 
 /// The store.
@@ -809,68 +834,96 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a run of telemetry uplinks in one transaction (one commit,
-    /// each page written once, instead of four commits per uplink): per
-    /// uplink what [`Self::insert_uplink`] does, then for a new one the
-    /// telemetry row and, if it names one, the live model. Returns which
-    /// uplinks were new (duplicates are acknowledged, not applied again).
+    /// Stores a run of telemetry uplinks in one transaction with four
+    /// statements, whatever its length (instead of four autocommits per
+    /// uplink): the uplinks (`RETURNING` the ones that were new), the
+    /// devices' `last_seen_ms`, the new ones' telemetry rows, and the live
+    /// model each new one names (the last per device). Returns which uplinks
+    /// were new (duplicates are acknowledged, not applied again).
     pub async fn insert_telemetry_batch(&self, items: &[TelemetryUplink<'_>], now: i64) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Safety of the dynamic SQL below: it is built from fixed text and
+        // numbered placeholders only; every value is bound.
         let mut tx = self.pool.begin().await?;
-        let mut new = Vec::with_capacity(items.len());
+        let sql = format!(
+            "INSERT INTO uplinks (device_id, seq, time_ms, kind, body) VALUES {} \
+             ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq",
+            placeholders(items.len(), 5, 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for it in items {
-            let t = &it.row;
-            let n = sqlx::query(
-                "INSERT INTO uplinks (device_id, seq, time_ms, kind, body) VALUES ($1, $2, $3, $4, $5) \
+            q = q.bind(&it.row.device_id).bind(it.row.seq).bind(it.time_ms).bind("telemetry").bind(it.signed);
+        }
+        let mut inserted = std::collections::HashSet::new();
+        for r in q.fetch_all(&mut *tx).await? {
+            inserted.insert((r.try_get::<String, _>("device_id")?, r.try_get::<i64, _>("seq")?));
+        }
+        // The first of a (device, seq) pair repeated within the run is the new one.
+        let new: Vec<bool> = items.iter().map(|it| inserted.remove(&(it.row.device_id.clone(), it.row.seq))).collect();
+
+        let mut devices: Vec<&str> = items.iter().map(|it| it.row.device_id.as_str()).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        let sql = format!(
+            "UPDATE devices SET last_seen_ms = $1 WHERE last_seen_ms < $1 AND id IN ({})",
+            (0..devices.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for d in &devices {
+            q = q.bind(*d);
+        }
+        q.execute(&mut *tx).await?;
+
+        let fresh: Vec<&TelemetryUplink<'_>> = items.iter().zip(&new).filter(|(_, n)| **n).map(|(it, _)| it).collect();
+        if !fresh.is_empty() {
+            let sql = format!(
+                "INSERT INTO telemetry (device_id, seq, window_end_ms, package_sha256, inferences, errors, \
+                 latency_p95_us, drift_psi, shadow_agreement, shadow_inferences, body) VALUES {} \
                  ON CONFLICT (device_id, seq) DO NOTHING",
-            )
-            .bind(&t.device_id)
-            .bind(t.seq)
-            .bind(it.time_ms)
-            .bind("telemetry")
-            .bind(it.signed)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            sqlx::query("UPDATE devices SET last_seen_ms = $1 WHERE id = $2 AND last_seen_ms < $1")
-                .bind(now)
-                .bind(&t.device_id)
-                .execute(&mut *tx)
-                .await?;
-            new.push(n == 1);
-            if n != 1 {
-                continue;
+                placeholders(fresh.len(), 11, 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for it in &fresh {
+                let t = &it.row;
+                q = q
+                    .bind(&t.device_id)
+                    .bind(t.seq)
+                    .bind(t.window_end_ms)
+                    .bind(&t.package_sha256)
+                    .bind(t.inferences)
+                    .bind(t.errors)
+                    .bind(t.latency_p95_us)
+                    .bind(t.drift_psi)
+                    .bind(t.shadow_agreement)
+                    .bind(t.shadow_inferences)
+                    .bind(&t.body);
             }
-            sqlx::query(
-                "INSERT INTO telemetry (device_id, seq, window_end_ms, package_sha256, inferences, errors, latency_p95_us, \
-                 drift_psi, shadow_agreement, shadow_inferences, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (device_id, seq) DO NOTHING",
-            )
-            .bind(&t.device_id)
-            .bind(t.seq)
-            .bind(t.window_end_ms)
-            .bind(&t.package_sha256)
-            .bind(t.inferences)
-            .bind(t.errors)
-            .bind(t.latency_p95_us)
-            .bind(t.drift_psi)
-            .bind(t.shadow_agreement)
-            .bind(t.shadow_inferences)
-            .bind(&t.body)
-            .execute(&mut *tx)
-            .await?;
-            if let Some((model, version, sha256, counter)) = &it.live {
-                sqlx::query(
-                    "UPDATE devices SET live_model = $1, live_version = $2, live_sha256 = $3, live_counter = $4 \
-                     WHERE id = $5",
-                )
-                .bind(model)
-                .bind(version)
-                .bind(sha256)
-                .bind(*counter)
-                .bind(&t.device_id)
-                .execute(&mut *tx)
-                .await?;
+            q.execute(&mut *tx).await?;
+        }
+
+        // The live model: the last new uplink of each device that names one.
+        let mut live: Vec<(&str, &LiveModel)> = Vec::new();
+        for it in fresh.iter().rev() {
+            if let Some(l) = &it.live
+                && !live.iter().any(|(d, _)| *d == it.row.device_id)
+            {
+                live.push((&it.row.device_id, l));
             }
+        }
+        if !live.is_empty() {
+            // Unnamed VALUES columns are column1.. in both SQLite and PostgreSQL.
+            let sql = format!(
+                "UPDATE devices SET live_model = v.column2, live_version = v.column3, live_sha256 = v.column4, \
+                 live_counter = v.column5 FROM (VALUES {}) AS v WHERE devices.id = v.column1",
+                placeholders(live.len(), 5, 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (d, (model, version, sha256, counter)) in &live {
+                q = q.bind(*d).bind(model).bind(version).bind(sha256).bind(*counter);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(new)
