@@ -65,7 +65,14 @@ pub struct App {
     pub tick_lock: tokio::sync::Mutex<()>,
     /// Model and version of packages seen in telemetry (from the registry).
     pub known: Mutex<HashMap<String, Option<(String, String)>>>,
+    /// Uplinks stored, counted in the background every [`COUNT_EVERY`]
+    /// (-1: not yet): counting every stored uplink on each `GET /fleet` made
+    /// it the slowest call with thousands of devices.
+    pub uplinks_stored: std::sync::atomic::AtomicI64,
 }
+
+/// How often the background task counts stored uplinks.
+pub const COUNT_EVERY: Duration = Duration::from_secs(2);
 
 const PACKAGE_CACHE: usize = 8;
 
@@ -263,8 +270,20 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running> {
         health: RwLock::default(),
         tick_lock: tokio::sync::Mutex::new(()),
         known: Mutex::default(),
+        uplinks_stored: std::sync::atomic::AtomicI64::new(-1),
     });
     tokio::spawn(crate::mqtt::run(app.clone(), eventloop, external));
+    let counter = app.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(COUNT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Ok(n) = counter.store.uplink_count().await {
+                counter.uplinks_stored.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
     let engine = app.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(engine.cfg.tick);
