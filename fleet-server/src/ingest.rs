@@ -83,6 +83,9 @@ pub async fn verify(app: &App, dev: &str, payload: &[u8]) -> Option<Verified> {
 /// returns the sequence numbers to acknowledge, `None` if it could not be
 /// stored.
 pub async fn store(app: &App, v: &Verified, payload: &[u8]) -> Option<Vec<u64>> {
+    if v.is_telemetry() {
+        return telemetry_batch(app, &[(v, payload)]).await.pop().and_then(|(_, seqs)| seqs);
+    }
     let (dev, seq, up) = (v.dev.as_str(), v.seq, &v.up);
     let kind = match &up.payload {
         Payload::Hello(_) => "hello",
@@ -113,13 +116,15 @@ pub async fn store(app: &App, v: &Verified, payload: &[u8]) -> Option<Vec<u64>> 
 /// received) in one transaction, as [`store`] would one by one; returns
 /// each device with the sequence numbers to acknowledge (`None`: not
 /// stored, the device sends it again).
-pub async fn telemetry_batch(app: &App, items: &[(Verified, Vec<u8>)]) -> Vec<(String, Option<Vec<u64>>)> {
+pub async fn telemetry_batch(app: &App, items: &[(&Verified, &[u8])]) -> Vec<(String, Option<Vec<u64>>)> {
     let mut rows = Vec::with_capacity(items.len());
     let mut out: Vec<(String, Option<Vec<u64>>)> = Vec::with_capacity(items.len());
     let mut stored = Vec::with_capacity(items.len());
-    for (v, payload) in items {
+    for &(v, payload) in items {
         let Payload::Telemetry(t) = &v.up.payload else {
-            out.push((v.dev.clone(), store(app, v, payload).await));
+            // Callers pass telemetry only ([`store`] takes the rest).
+            warn!("uplink {}#{} is not telemetry", v.dev, v.seq);
+            out.push((v.dev.clone(), None));
             continue;
         };
         let body = match postcard::to_allocvec(&**t) {
@@ -199,34 +204,8 @@ async fn apply(app: &App, dev: &str, seq: i64, up: &Uplink) -> anyhow::Result<()
             // (Re)send what this device should hold: brokers may have lost retained messages.
             crate::server::republish(app, dev).await;
         }
-        Payload::Telemetry(t) => {
-            let model_sha = t.model.as_ref().map(sha).unwrap_or_default();
-            let body = postcard::to_allocvec(&**t)?;
-            app.store
-                .insert_telemetry(&TelemetryRow {
-                    device_id: dev.to_string(),
-                    seq,
-                    window_end_ms: t.window_end_ms as i64,
-                    package_sha256: model_sha,
-                    inferences: t.inferences as i64,
-                    errors: t.errors as i64,
-                    latency_p95_us: t.latency.p95_us as i64,
-                    drift_psi: t.drift.map(|d| d.psi as f64),
-                    shadow_agreement: t.shadow.as_ref().map(|s| s.agreement as f64),
-                    shadow_inferences: t.shadow.as_ref().map_or(0, |s| s.inferences as i64),
-                    body,
-                })
-                .await?;
-            if let Some(m) = &t.model {
-                // Labels name registered versions only: a device cannot mint label sets.
-                let (model, version) =
-                    app.registered(&sha(m)).await.unwrap_or_else(|| ("unregistered".into(), "unregistered".into()));
-                let l = labels(&[("model", &model), ("version", &version)]);
-                app.metrics.inferences.get_or_create(&l).inc_by(t.inferences);
-                app.metrics.inference_errors.get_or_create(&l).inc_by(t.errors);
-                app.store.set_live(dev, &m.model_id, &m.version, &sha(m), m.release_counter as i64).await?;
-            }
-        }
+        // Stored and applied by `telemetry_batch`.
+        Payload::Telemetry(_) => {}
         Payload::Event(e) => {
             let (kind, package) = match e {
                 Event::Started { live, .. } => ("started", live.as_ref().map(sha)),

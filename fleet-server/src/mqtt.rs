@@ -223,7 +223,8 @@ async fn flush_telemetry(app: &App, run: &mut Vec<(crate::ingest::Verified, Vec<
     if run.is_empty() {
         return;
     }
-    for (dev, seqs) in crate::ingest::telemetry_batch(app, run).await {
+    let items: Vec<(&crate::ingest::Verified, &[u8])> = run.iter().map(|(v, p)| (v, p.as_slice())).collect();
+    for (dev, seqs) in crate::ingest::telemetry_batch(app, &items).await {
         ack(app, &dev, seqs).await;
     }
     run.clear();

@@ -811,29 +811,6 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Stores a telemetry window (idempotent).
-    pub async fn insert_telemetry(&self, t: &TelemetryRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO telemetry (device_id, seq, window_end_ms, package_sha256, inferences, errors, latency_p95_us, \
-             drift_psi, shadow_agreement, shadow_inferences, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (device_id, seq) DO NOTHING",
-        )
-        .bind(&t.device_id)
-        .bind(t.seq)
-        .bind(t.window_end_ms)
-        .bind(&t.package_sha256)
-        .bind(t.inferences)
-        .bind(t.errors)
-        .bind(t.latency_p95_us)
-        .bind(t.drift_psi)
-        .bind(t.shadow_agreement)
-        .bind(t.shadow_inferences)
-        .bind(&t.body)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Stores a run of telemetry uplinks in one transaction with four
     /// statements, whatever its length (instead of four autocommits per
     /// uplink): the uplinks (`RETURNING` the ones that were new), the
