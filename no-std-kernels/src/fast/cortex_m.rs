@@ -169,8 +169,8 @@ mod dsp {
     use super::reference;
     use crate::quant::multiply_by_quantized_multiplier_smaller_than_one_exp;
     use crate::reference::common::{
-        check_bias, check_clamp, check_input_offset, check_len, check_len2, check_multipliers, check_positive,
-        check_requant, check_window, check_zero_point,
+        check_bias, check_clamp, check_input_offset, check_len, check_len2, check_positive, check_requant,
+        check_window, check_zero_point,
     };
     use crate::reference::{AddParams, ConvParams, DepthwiseParams, FullyConnectedParams};
     use crate::{Clamp, Dims4, KernelError, Requant};
@@ -2542,22 +2542,7 @@ mod dsp {
     /// built with the reference's own function; the output stage is [`Rq`]'s
     /// (the same `MultiplyByQuantizedMultiplierSmallerThanOneExp`, shift ≤ 0).
     pub(super) fn add_i8(p: &AddParams, input1: &[i8], input2: &[i8], output: &mut [i8]) -> Result<(), KernelError> {
-        // The reference's checks, in its order.
-        if input1.len() != output.len() || input2.len() != output.len() {
-            return Err(KernelError::ShapeMismatch);
-        }
-        check_input_offset(p.input1_offset)?;
-        check_input_offset(p.input2_offset)?;
-        check_zero_point(p.output_offset)?;
-        check_clamp(p.clamp)?;
-        if !(0..=22).contains(&p.left_shift) {
-            return Err(KernelError::InvalidParameter);
-        }
-        let shifts = [p.input1_shift, p.input2_shift, p.output_shift];
-        check_multipliers(&[p.input1_multiplier, p.input2_multiplier, p.output_multiplier], &shifts)?;
-        if shifts.iter().any(|&s| s > 0) {
-            return Err(KernelError::InvalidParameter);
-        }
+        crate::fast::check_add(p, input1, input2, output)?;
         if output.len() < ADD_TABLES_FROM {
             return reference::add_i8(p, input1, input2, output);
         }

@@ -1341,7 +1341,7 @@ pub fn add_i8_table(table: &[i8], input1: &[i8], input2: &[i8], output: &mut [i8
 }
 
 /// The reference's argument checks of `add_i8`, in its order.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(not(any(target_arch = "x86_64", edgefleet_dsp)), allow(dead_code))]
 fn check_add(p: &AddParams, input1: &[i8], input2: &[i8], output: &[i8]) -> Result<(), KernelError> {
     if input1.len() != output.len() || input2.len() != output.len() {
         return Err(KernelError::ShapeMismatch);
