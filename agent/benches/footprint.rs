@@ -1,10 +1,9 @@
 //! Agent footprint: resident memory of the real `edgefleet-agent` process
 //! with the KWS model installed (`edgefleet-agent --install`), telemetry on
-//! (1 s interval) to a real MQTT broker (embedded rumqttd), after serving a
+//! (1 s interval) to a real MQTT broker (the fleet server's embedded broker), after serving a
 //! burst of inferences over its local API. Run: `cargo bench -p edgefleet-agent --bench footprint`
 //! (builds the agent in release). Prints VmRSS and VmHWM from /proc.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -47,33 +46,10 @@ fn main() {
             .expect("compiles")
             .package;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let mut config = rumqttd::Config::default();
-    config.router.max_connections = 100;
-    config.router.max_outgoing_packet_count = 200;
-    config.router.max_segment_size = 100 << 20;
-    config.router.max_segment_count = 10;
-    config.v4 = Some(HashMap::from([(
-        "1".to_string(),
-        rumqttd::ServerSettings {
-            name: "v4".into(),
-            listen: ([127, 0, 0, 1], port).into(),
-            tls: None,
-            next_connection_delay_ms: 1,
-            connections: rumqttd::ConnectionSettings {
-                connection_timeout_ms: 60_000,
-                max_payload_size: 1 << 20,
-                max_inflight_count: 100,
-                auth: None,
-                external_auth: None,
-                dynamic_filters: true,
-            },
-        },
-    )]));
-    std::thread::spawn(move || {
-        let _ = rumqttd::Broker::new(config).start();
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let broker =
+        edgefleet_broker::Broker::start_thread(edgefleet_broker::Config::default(), edgefleet_broker::allow_all())
+            .expect("broker");
+    let port = broker.local_addr().port();
 
     let (root_key, release) = (SecretKey::from_bytes(&[1; 32]), SecretKey::from_bytes(&[2; 32]));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Where devices connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mqtt {
-    /// Run rumqttd inside the server, listening here (port 0: any free port).
+    /// Run the embedded MQTT broker inside the server, listening here (port 0: any free port).
     Embedded {
         /// Listen address.
         listen: SocketAddr,

@@ -4,7 +4,7 @@
 //! dashboard.
 //!
 //! One process by default: a SQLite file, an embedded MQTT broker
-//! (`rumqttd`) and the HTTP API, all under one data directory
+//! (`edgefleet-broker`) and the HTTP API, all under one data directory
 //! ([`config::ServerConfig`]'s defaults). Scale-out: PostgreSQL
 //! (`postgres://…`) and an external MQTT broker (`mqtt://…`); several
 //! replicas share the database, and a rollout is driven by whichever replica

@@ -57,6 +57,12 @@ pub struct Metrics {
     pub webhooks: Family<Labels, Counter>,
     /// 1 while the server's MQTT session is up.
     pub mqtt_connected: Gauge,
+    /// Clients connected to the embedded broker.
+    pub broker_clients: Gauge,
+    /// Devices the embedded broker disconnected because their queue was full.
+    pub broker_overflows: Counter,
+    /// Clients the embedded broker disconnected for using topics outside their access.
+    pub broker_denied: Counter,
 }
 
 impl Default for Metrics {
@@ -81,6 +87,9 @@ impl Default for Metrics {
             drift_psi: Family::default(),
             webhooks: Family::default(),
             mqtt_connected: Gauge::default(),
+            broker_clients: Gauge::default(),
+            broker_overflows: Counter::default(),
+            broker_denied: Counter::default(),
         };
         registry.register("uplinks", "Device uplinks stored, by kind", m.uplinks.clone());
         registry.register("uplinks_duplicate", "Uplinks received again and ignored", m.uplinks_duplicate.clone());
@@ -118,6 +127,17 @@ impl Default for Metrics {
             m.drift_psi.clone(),
         );
         registry.register("webhooks", "Retraining webhooks, by outcome", m.webhooks.clone());
+        registry.register("broker_clients", "Clients connected to the embedded MQTT broker", m.broker_clients.clone());
+        registry.register(
+            "broker_queue_overflows",
+            "Devices the embedded broker disconnected because their queue was full",
+            m.broker_overflows.clone(),
+        );
+        registry.register(
+            "broker_denied",
+            "Clients the embedded broker disconnected for topics outside their access",
+            m.broker_denied.clone(),
+        );
         registry.register("mqtt_connected", "1 while the server's MQTT session is up", m.mqtt_connected.clone());
         // Known label values start at 0, so dashboards show 0 rather than no data.
         for kind in ["hello", "telemetry", "event"] {

@@ -1,8 +1,9 @@
-//! The server's MQTT side. With the embedded broker (rumqttd) the server
-//! authenticates every connection itself: a device must connect with its
-//! own id as client id and user name and the password issued at
-//! enrollment; the server's own session uses a secret made at start-up.
-//! Because rumqttd has no topic ACLs, nothing else rests on the broker:
+//! The server's MQTT side. With the embedded broker (`edgefleet-broker`)
+//! the server authenticates every connection itself: a device must connect
+//! with its own id as client id and user name and the password issued at
+//! enrollment, and may then use only its own topics; the server's own
+//! session uses a secret made at start-up. External brokers may have no
+//! topic ACLs, so nothing else rests on the broker:
 //! uplinks are verified against the device's enrolled ed25519 key and must
 //! name the device whose topic they arrive on, and everything sent to one
 //! device is sealed with its downlink key (see `edgefleet_protocol::seal`),
@@ -36,75 +37,49 @@ const BATCH: usize = 64;
 /// Largest MQTT packet either side sends (a 16 KiB chunk, sealed, fits easily).
 pub const MAX_PACKET: usize = 1 << 20;
 
-/// Starts rumqttd on `listen` (port 0: a free port) with the server's
-/// authentication, and returns where it listens.
+/// Starts the embedded broker (`edgefleet-broker`) on `listen` (port 0: a
+/// free port) with the server's authentication: the server's own session
+/// (user [`SERVER_USER`], the start-up secret) gets full access; a device,
+/// with its id as client id and user name and the password issued at
+/// enrollment, may publish only its uplinks and chunk requests and
+/// subscribe only to its own topics, the root and group manifests.
 ///
 /// # Errors
-/// The address is taken or the broker does not come up.
-pub fn start_embedded(
+/// The address is taken.
+pub async fn start_embedded(
     listen: SocketAddr,
     app_store: crate::store::Store,
     server_secret: String,
-    rt: tokio::runtime::Handle,
-) -> anyhow::Result<SocketAddr> {
-    use std::collections::HashMap;
-    // Bind first: a taken port is a clear error here, not a silent broker thread exit.
-    let probe =
-        std::net::TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("MQTT listen address {listen}: {e}"))?;
-    let addr = probe.local_addr()?;
-    drop(probe);
-    let mut config = rumqttd::Config::default();
-    config.router.max_connections = 100_000;
-    config.router.max_outgoing_packet_count = 200;
-    config.router.max_segment_size = 100 << 20;
-    config.router.max_segment_count = 10;
-    let mut conn = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 60_000,
-        max_payload_size: MAX_PACKET,
-        max_inflight_count: 100,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    conn.set_auth_handler(move |client_id: String, user: String, pass: String| {
+) -> anyhow::Result<edgefleet_broker::Broker> {
+    use edgefleet_broker::{Access, AuthFuture, Credentials};
+    let config = edgefleet_broker::Config { listen, max_packet: MAX_PACKET, ..edgefleet_broker::Config::default() };
+    let auth = move |c: Credentials| -> AuthFuture {
         let store = app_store.clone();
         let secret = server_secret.clone();
-        let rt = rt.clone();
-        async move {
+        Box::pin(async move {
+            let (user, pass) = (c.username?, c.password?);
             if user == SERVER_USER {
-                return client_id.starts_with(SERVER_USER) && pass == secret;
+                return (c.client_id.starts_with(SERVER_USER) && pass == secret).then_some(Access::Full);
             }
-            if client_id != user || !topics::valid_id(&user) {
-                return false;
+            if c.client_id != user || !topics::valid_id(&user) {
+                return None;
             }
-            // The database lives on the server's runtime, not the broker's.
-            let check = rt.spawn(async move {
-                match store.device_keys(&user).await {
-                    Ok(Some(k)) => k.secret_sha256 == crate::util::sha_hex(pass.as_bytes()),
-                    _ => false,
-                }
-            });
-            check.await.unwrap_or(false)
-        }
-    });
-    let server = rumqttd::ServerSettings {
-        name: "edgefleet".into(),
-        listen: addr,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: conn,
+            match store.device_keys(&user).await {
+                Ok(Some(k)) if k.secret_sha256 == crate::util::sha_hex(pass.as_bytes()) => Some(Access::Limited {
+                    publish: vec![topics::uplink(&user), topics::chunk_request(&user)],
+                    subscribe: vec![
+                        format!("{}/d/{user}/", topics::PREFIX),
+                        format!("{}/g/", topics::PREFIX),
+                        topics::root(),
+                    ],
+                }),
+                _ => None,
+            }
+        })
     };
-    config.v4 = Some(HashMap::from([("edgefleet".to_string(), server)]));
-    std::thread::Builder::new().name("rumqttd".into()).spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        if let Err(e) = broker.start() {
-            tracing::error!("embedded MQTT broker stopped: {e}");
-        }
-    })?;
-    // No readiness probe: rumqttd logs every connection that closes without
-    // CONNECT as an error. The port was free a moment ago, and every client
-    // (the server's own session included) retries until the broker listens.
-    Ok(addr)
+    edgefleet_broker::Broker::start(config, auth)
+        .await
+        .map_err(|e| anyhow::anyhow!("MQTT listen address {listen}: {e}"))
 }
 
 /// Options for the server's own session.

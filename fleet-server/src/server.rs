@@ -69,6 +69,8 @@ pub struct App {
     /// (-1: not yet): counting every stored uplink on each `GET /fleet` made
     /// it the slowest call with thousands of devices.
     pub uplinks_stored: std::sync::atomic::AtomicI64,
+    /// The embedded broker, if the server runs one (stops with the app).
+    pub broker: Option<edgefleet_broker::Broker>,
 }
 
 /// How often the background task counts stored uplinks.
@@ -240,15 +242,15 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running> {
     }
 
     let secret = random_hex(32)?;
-    let (broker, mqtt_addr) = match &cfg.mqtt {
+    let (embedded, broker, mqtt_addr) = match &cfg.mqtt {
         Mqtt::Embedded { listen } => {
-            let addr =
-                crate::mqtt::start_embedded(*listen, store.clone(), secret.clone(), tokio::runtime::Handle::current())?;
-            (addr, addr.to_string())
+            let b = crate::mqtt::start_embedded(*listen, store.clone(), secret.clone()).await?;
+            let addr = b.local_addr();
+            (Some(b), addr, addr.to_string())
         }
         Mqtt::External { url } => {
             let (h, p, _) = crate::config::parse_mqtt_url(url).map_err(anyhow::Error::msg)?;
-            (([0, 0, 0, 0], p).into(), format!("{h}:{p}"))
+            (None, ([0, 0, 0, 0], p).into(), format!("{h}:{p}"))
         }
     };
     let opts = crate::mqtt::client_options(&cfg.mqtt, broker, &cfg.replica, &secret)?;
@@ -271,6 +273,7 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running> {
         tick_lock: tokio::sync::Mutex::new(()),
         known: Mutex::default(),
         uplinks_stored: std::sync::atomic::AtomicI64::new(-1),
+        broker: embedded,
     });
     tokio::spawn(crate::mqtt::run(app.clone(), eventloop, external));
     let counter = app.clone();
@@ -313,6 +316,15 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running> {
     });
     info!(%http, mqtt = %mqtt_addr, replica = %app.cfg.replica, database = ?app.store.backend(), "edgefleet server up");
     Ok(Running { http, mqtt: mqtt_addr, app, new_admin_token, stop: Some(stop), http_task })
+}
+
+/// Copies the embedded broker's counters into the metrics (before each scrape).
+pub fn broker_metrics(app: &App) {
+    let (Some(b), m) = (&app.broker, &app.metrics) else { return };
+    let s = b.stats();
+    m.broker_clients.set(i64::try_from(s.connections).unwrap_or(i64::MAX));
+    m.broker_overflows.inc_by(s.overflows.saturating_sub(m.broker_overflows.get()));
+    m.broker_denied.inc_by(s.denied.saturating_sub(m.broker_denied.get()));
 }
 
 /// Refreshes fleet gauges and health, and runs the drift alerts.

@@ -8,8 +8,8 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
-/// Default chunk size: 16 KiB, under rumqttd's default 20 KB maximum payload
-/// with room for the topic and headers.
+/// Default chunk size: 16 KiB, under the 20 KB maximum payload some brokers
+/// default to (rumqttd), with room for the topic and headers.
 pub const DEFAULT_CHUNK_SIZE: u32 = 16 * 1024;
 /// Largest chunk a device may ask for.
 pub const MAX_CHUNK_SIZE: u32 = 256 * 1024;

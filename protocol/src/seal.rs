@@ -1,5 +1,5 @@
-//! Confidential downlinks. The broker may not enforce topic ACLs (rumqttd
-//! has none), so what the server sends one device — its manifests, package
+//! Confidential downlinks. The broker may not enforce topic ACLs (an
+//! external one may have none), so what the server sends one device — its manifests, package
 //! chunks, acknowledgements — is sealed with that device's 32-byte downlink
 //! key (issued at enrollment, known to the server and the device only):
 //! XChaCha20-Poly1305 with a random 24-byte nonce and the topic as

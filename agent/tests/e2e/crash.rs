@@ -37,7 +37,7 @@ fn try_live_version(agent: &AgentProc) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_never_leaves_the_device_without_a_model() {
     let cycles: u64 = std::env::var("EDGEFLEET_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let broker = rumqttd();
+    let broker = embedded();
     let keys = keys();
     let (v1, v2) = kws_packages();
     let server = Server::start(broker.port).await;
@@ -135,7 +135,7 @@ async fn kill_9_at_random_moments_never_leaves_the_device_without_a_model() {
 /// the previous model serves throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_that_crashes_the_agent_is_given_up_after_three_attempts() {
-    let broker = rumqttd();
+    let broker = embedded();
     let keys = keys();
     let (v1, v2) = kws_packages();
     let server = Server::start(broker.port).await;

@@ -16,7 +16,7 @@ fn louder(x: &[f32]) -> Vec<f32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibration_inputs_are_stable_louder_inputs_drift() {
-    let broker = rumqttd();
+    let broker = embedded();
     let keys = keys();
     let (v1, _) = kws_packages();
     let server = Server::start(broker.port).await;

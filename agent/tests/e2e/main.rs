@@ -1,4 +1,4 @@
-//! The agent as a real process against a real MQTT broker (embedded rumqttd,
+//! The agent as a real process against a real MQTT broker (the fleet server's embedded broker,
 //! or Debian's mosquitto), real signatures, real packages compiled from the
 //! MLPerf Tiny models, real files and fsync. One test binary.
 

@@ -30,6 +30,8 @@ fn free_port() -> u16 {
 pub struct Broker {
     pub port: u16,
     child: Option<Child>,
+    #[allow(dead_code)] // held: dropping it stops the broker
+    embedded: Option<edgefleet_broker::Broker>,
 }
 
 impl Drop for Broker {
@@ -49,36 +51,12 @@ fn wait_port(port: u16) {
     }
 }
 
-/// rumqttd embedded in this process.
-pub fn rumqttd() -> Broker {
-    let port = free_port();
-    let mut config = rumqttd::Config::default();
-    config.router.max_connections = 1000;
-    config.router.max_outgoing_packet_count = 200;
-    config.router.max_segment_size = 100 << 20;
-    config.router.max_segment_count = 10;
-    let conn = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 60_000,
-        max_payload_size: 1 << 20,
-        max_inflight_count: 100,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "v4".into(),
-        listen: ([127, 0, 0, 1], port).into(),
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: conn,
-    };
-    config.v4 = Some(HashMap::from([("1".to_string(), server)]));
-    std::thread::spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        let _ = broker.start();
-    });
-    wait_port(port);
-    Broker { port, child: None }
+/// The fleet server's embedded broker (`edgefleet-broker`), in this process
+/// on a thread of its own, everyone allowed everything.
+pub fn embedded() -> Broker {
+    let config = edgefleet_broker::Config { listen: ([127, 0, 0, 1], 0).into(), ..Default::default() };
+    let broker = edgefleet_broker::Broker::start_thread(config, edgefleet_broker::allow_all()).expect("broker starts");
+    Broker { port: broker.local_addr().port(), child: None, embedded: Some(broker) }
 }
 
 /// Debian's mosquitto as a child process (CI installs the package).
@@ -107,7 +85,7 @@ pub fn mosquitto_with(port: u16, config: &str) -> Broker {
         .spawn()
         .expect("mosquitto starts");
     wait_port(port);
-    Broker { port, child: Some(child) }
+    Broker { port, child: Some(child), embedded: None }
 }
 
 pub fn tempdir(name: &str) -> PathBuf {

@@ -1,5 +1,5 @@
 //! Signed updates end to end: install v1, update to v2, then every attack
-//! rejected with its reason while v2 stays live; run on rumqttd and on
+//! rejected with its reason while v2 stays live; run on the embedded broker and on
 //! Debian's mosquitto.
 
 use edgefleet_protocol::{Event, sha256};
@@ -93,8 +93,8 @@ async fn scenario(broker: Broker) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_update_and_attacks_over_rumqttd() {
-    scenario(rumqttd()).await;
+async fn signed_update_and_attacks_over_the_embedded_broker() {
+    scenario(embedded()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +106,7 @@ async fn signed_update_and_attacks_over_mosquitto() {
 /// the same model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_and_restart() {
-    let broker = rumqttd();
+    let broker = embedded();
     let keys = keys();
     let (v1, _) = kws_packages();
     let server = Server::start(broker.port).await;
@@ -127,7 +127,7 @@ async fn graceful_shutdown_and_restart() {
 /// windowed accuracy next to the label-free estimate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_candidate_and_delayed_labels() {
-    let broker = rumqttd();
+    let broker = embedded();
     let keys = keys();
     let (v1, v2) = kws_packages();
     let server = Server::start(broker.port).await;
@@ -248,7 +248,7 @@ async fn telemetry_is_spooled_while_offline_and_delivered_later() {
 /// rejected here too, with the same reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_from_files() {
-    let broker = rumqttd();
+    let broker = embedded();
     let keys = keys();
     let (v1, _) = kws_packages();
     let dir = tempdir("install");

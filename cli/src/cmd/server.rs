@@ -118,8 +118,7 @@ pub fn run(a: Args) -> Result<()> {
 fn init_logging(json: bool) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    // rumqttd logs every connection and subscription at info: one line per device is noise.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

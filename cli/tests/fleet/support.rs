@@ -158,7 +158,7 @@ pub struct ServerProc {
 
 impl ServerProc {
     /// Starts a server with the release key and root in its data directory,
-    /// on embedded defaults (SQLite, rumqttd), with `extra` flags.
+    /// on embedded defaults (SQLite, the embedded broker), with `extra` flags.
     pub fn start(name: &str, keys: &Keys, extra: &[&str]) -> ServerProc {
         let dir = tempdir(name);
         std::fs::write(dir.join("release.key"), keyfile::secret_text(&keys.release)).expect("key");
