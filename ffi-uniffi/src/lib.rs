@@ -101,6 +101,17 @@ impl EdgefleetModel {
         Ok(Arc::new(EdgefleetModel { session: Mutex::new(Session::load(&package)?) }))
     }
 
+    /// Runs later inferences on `threads` threads (the caller's included; 1,
+    /// the default, runs on the calling thread only): convolutions, pooling
+    /// and adds are split by output rows, with bit-identical results. Worth
+    /// it for larger models on multi-core phones.
+    ///
+    /// # Errors
+    /// [`EdgefleetError::InvalidArgument`] for 0 or more than 64.
+    pub fn set_threads(&self, threads: u32) -> Result<(), EdgefleetError> {
+        Ok(self.session().set_threads(threads as usize)?)
+    }
+
     /// Bytes of activation memory the model uses (its memory plan).
     pub fn arena_size(&self) -> u64 {
         self.session().model().arena_size() as u64

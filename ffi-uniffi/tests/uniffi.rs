@@ -44,6 +44,9 @@ fn kws_through_the_bindings_object() {
     let want = i8s("ref/kws/real.tflm_int8.npy");
     let got = model.run_i8(vec![x.clone()]).expect("runs");
     assert_eq!(got, vec![want.clone()], "edgefleet (left) vs TFLite Micro (right)");
+    model.set_threads(2).expect("two threads");
+    assert_eq!(model.run_i8(vec![x.clone()]).expect("runs"), vec![want.clone()], "two threads");
+    assert!(matches!(model.set_threads(0), Err(EdgefleetError::InvalidArgument { .. })));
 
     let (s, z) = (inputs[0].scale, inputs[0].zero_point);
     let floats: Vec<f32> = x.iter().map(|&q| s * (q as i32 - z) as f32).collect();

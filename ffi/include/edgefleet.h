@@ -190,6 +190,18 @@ enum EdgefleetStatus edgefleet_model_set_input_f32(struct EdgefleetModel *model,
                                                    size_t len);
 
 /**
+ * Runs each later inference on `threads` threads (the caller's included;
+ * 1, the default, runs on the calling thread only). Convolutions, depthwise
+ * convolutions, pooling and adds are split by output rows; results are
+ * bit-identical. Worth it for larger models on multi-core phones.
+ * `EDGEFLEET_INVALID_ARGUMENT` for 0 or more than 64.
+ *
+ * # Safety
+ * `model` came from [`edgefleet_model_load`].
+ */
+enum EdgefleetStatus edgefleet_model_set_threads(struct EdgefleetModel *model, size_t threads);
+
+/**
  * Runs the model once on the inputs set so far (never-set inputs are zeros).
  * The outputs stay readable until the next run.
  *

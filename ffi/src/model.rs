@@ -277,6 +277,22 @@ pub unsafe extern "C" fn edgefleet_model_set_input_f32(
     })
 }
 
+/// Runs each later inference on `threads` threads (the caller's included;
+/// 1, the default, runs on the calling thread only). Convolutions, depthwise
+/// convolutions, pooling and adds are split by output rows; results are
+/// bit-identical. Worth it for larger models on multi-core phones.
+/// `EDGEFLEET_INVALID_ARGUMENT` for 0 or more than 64.
+///
+/// # Safety
+/// `model` came from [`edgefleet_model_load`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn edgefleet_model_set_threads(model: *mut EdgefleetModel, threads: usize) -> EdgefleetStatus {
+    guard(|| {
+        // SAFETY: the caller guarantees `model` (null is checked).
+        Ok(unsafe { as_mut(model, "model") }?.0.set_threads(threads)?)
+    })
+}
+
 /// Runs the model once on the inputs set so far (never-set inputs are zeros).
 /// The outputs stay readable until the next run.
 ///

@@ -98,6 +98,15 @@ fn kws_matches_tflite_micro_through_the_c_abi() {
         assert_eq!(edgefleet_model_output_i8(m.0, 0, again.as_mut_ptr(), 12), EdgefleetStatus::Ok);
         assert_eq!(again, out);
 
+        // Two threads per inference: the same answer, bit for bit; 0 threads is refused.
+        assert_eq!(edgefleet_model_set_threads(m.0, 0), EdgefleetStatus::InvalidArgument);
+        assert!(last_error().expect("message").contains("threads must be 1 to 64"));
+        assert_eq!(edgefleet_model_set_threads(m.0, 2), EdgefleetStatus::Ok);
+        assert_eq!(edgefleet_model_invoke(m.0), EdgefleetStatus::Ok);
+        assert_eq!(edgefleet_model_output_i8(m.0, 0, again.as_mut_ptr(), 12), EdgefleetStatus::Ok);
+        assert_eq!(again, out);
+        assert_eq!(edgefleet_model_set_threads(m.0, 1), EdgefleetStatus::Ok);
+
         // Float in: the dequantized input quantizes back to the same int8 values.
         let floats: Vec<f32> = input.iter().map(|&q| info_in.scale * (q as i32 - info_in.zero_point) as f32).collect();
         assert_eq!(edgefleet_model_set_input_f32(m.0, 0, floats.as_ptr(), floats.len()), EdgefleetStatus::Ok);

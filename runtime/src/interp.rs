@@ -14,6 +14,7 @@ use crate::error::RunError;
 use crate::format::{DType, Storage};
 use crate::model::{Model, Slot};
 use crate::op::Op;
+use crate::parallel::{self, Parallel};
 
 /// Runs a model. Borrow the model and an arena of at least
 /// [`Model::arena_size`] bytes; write inputs, [`Interpreter::invoke`], read outputs.
@@ -26,6 +27,13 @@ pub struct Interpreter<'m, 'p, 'a> {
     arena: &'a mut [u8],
     #[cfg(feature = "alloc")]
     packed: Option<&'m crate::PackedWeights>,
+    parallel: Option<&'m dyn Parallel>,
+}
+
+impl core::fmt::Debug for dyn Parallel + '_ {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Parallel({} threads)", self.threads())
+    }
 }
 
 impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
@@ -44,7 +52,17 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
             arena: &mut arena[..needed],
             #[cfg(feature = "alloc")]
             packed: None,
+            parallel: None,
         })
+    }
+
+    /// Splits convolutions, depthwise convolutions, pooling and adds into
+    /// parts run by `threads` (see [`crate::parallel`]; results are
+    /// bit-identical to a single-threaded run).
+    #[must_use]
+    pub fn with_parallel(mut self, threads: &'m dyn Parallel) -> Self {
+        self.parallel = Some(threads);
+        self
     }
 
     /// Uses weights packed for the fast GEMM kernels (see
@@ -165,6 +183,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
 
     fn run_op(&mut self, i: usize) -> Result<(), KernelError> {
         let model = self.model;
+        let par = self.parallel.filter(|p| p.threads() > 1);
         let (packed, prepared) = self.packed_for(i);
         let add_table = self.add_table_for(i);
         let op = model.op(i).ok_or(KernelError::InvalidParameter)?;
@@ -224,19 +243,20 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     output_offset: y_zp,
                     clamp,
                 };
-                fast::conv2d_i8_prepared(
-                    &p,
-                    dims(&xi)?,
-                    x,
-                    dims(&wi)?,
-                    w,
-                    packed.as_ref(),
-                    prepared.as_ref(),
-                    ints(bias)?,
-                    table(requant_offset, requant_count)?,
-                    dims(&out)?,
-                    output,
-                )
+                let (xd, wd, od) = (dims(&xi)?, dims(&wi)?, dims(&out)?);
+                let (packed, prepared) = (packed.as_ref(), prepared.as_ref());
+                let (bias, requant) = (ints(bias)?, table(requant_offset, requant_count)?);
+                let conv = |xd, x: &[i8], pad_top, od, output: &mut [i8]| {
+                    let p = ConvParams { padding: (pad_top, p.padding.1), ..p };
+                    fast::conv2d_i8_prepared(&p, xd, x, wd, w, packed, prepared, bias, requant, od, output)
+                };
+                match par {
+                    Some(par) => {
+                        let work = od.elements().unwrap_or(0).saturating_mul(wd.h * wd.w * wd.c);
+                        parallel::rows(par, work, x, xd, od, p.stride.0, p.padding.0, output, conv)
+                    }
+                    None => conv(xd, x, p.padding.0, od, output),
+                }
             }
             Op::DepthwiseConv2d {
                 input,
@@ -262,17 +282,20 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     },
                     depth_multiplier,
                 };
-                fast::depthwise_conv2d_i8(
-                    &p,
-                    dims(&xi)?,
-                    x,
-                    dims(&wi)?,
-                    w,
-                    ints(bias)?,
-                    table(requant_offset, requant_count)?,
-                    dims(&out)?,
-                    output,
-                )
+                let (xd, wd, od) = (dims(&xi)?, dims(&wi)?, dims(&out)?);
+                let (bias, requant) = (ints(bias)?, table(requant_offset, requant_count)?);
+                let depthwise = |xd, x: &[i8], pad_top, od, output: &mut [i8]| {
+                    let p =
+                        DepthwiseParams { conv: ConvParams { padding: (pad_top, p.conv.padding.1), ..p.conv }, ..p };
+                    fast::depthwise_conv2d_i8(&p, xd, x, wd, w, bias, requant, od, output)
+                };
+                match par {
+                    Some(par) => {
+                        let work = od.elements().unwrap_or(0).saturating_mul(wd.h * wd.w * 4);
+                        parallel::rows(par, work, x, xd, od, p.conv.stride.0, p.conv.padding.0, output, depthwise)
+                    }
+                    None => depthwise(xd, x, p.conv.padding.0, od, output),
+                }
             }
             Op::FullyConnected { input, filter, bias, requant_offset, requant_count, clamp, .. } => {
                 let (x, xi) = act(input)?;
@@ -298,24 +321,47 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
             Op::Add { input1, input2, .. } => {
                 let (a, ai) = act(input1)?;
                 let (b, bi) = act(input2)?;
-                if let Some(t) = add_table {
-                    // Built at load for these parameters; not when the
-                    // reference kernels are forced.
-                    if fast::active() != Isa::Reference {
-                        return fast::add_i8_table(t, a, b, output);
-                    }
-                }
                 let p = op.add_params(zp(&ai), zp(&bi), y_zp).ok_or(KernelError::InvalidParameter)?;
-                fast::add_i8(&p, a, b, output)
+                // The table is built at load for these parameters; not used
+                // when the reference kernels are forced.
+                let table = add_table.filter(|_| fast::active() != Isa::Reference);
+                let add = |r: core::ops::Range<usize>, out: &mut [i8]| {
+                    let (a, b) = (
+                        a.get(r.clone()).ok_or(KernelError::ShapeMismatch)?,
+                        b.get(r).ok_or(KernelError::ShapeMismatch)?,
+                    );
+                    match table {
+                        Some(t) => fast::add_i8_table(t, a, b, out),
+                        None => fast::add_i8(&p, a, b, out),
+                    }
+                };
+                match par {
+                    Some(par) if a.len() == output.len() && b.len() == output.len() => {
+                        parallel::elements(par, output, add)
+                    }
+                    _ => add(0..a.len(), output),
+                }
             }
             Op::AveragePool2d { input, geometry, clamp, .. } | Op::MaxPool2d { input, geometry, clamp, .. } => {
                 let (x, xi) = act(input)?;
                 let p =
                     PoolParams { filter: geometry.window, stride: geometry.stride, padding: geometry.padding, clamp };
-                if matches!(op, Op::AveragePool2d { .. }) {
-                    fast::average_pool_i8(&p, dims(&xi)?, x, dims(&out)?, output)
-                } else {
-                    reference::max_pool_i8(&p, dims(&xi)?, x, dims(&out)?, output)
+                let average = matches!(op, Op::AveragePool2d { .. });
+                let pool = |xd, x: &[i8], pad_top, od, output: &mut [i8]| {
+                    let p = PoolParams { padding: (pad_top, p.padding.1), ..p };
+                    if average {
+                        fast::average_pool_i8(&p, xd, x, od, output)
+                    } else {
+                        reference::max_pool_i8(&p, xd, x, od, output)
+                    }
+                };
+                let (xd, od) = (dims(&xi)?, dims(&out)?);
+                match par {
+                    Some(par) => {
+                        let work = od.elements().unwrap_or(0).saturating_mul(p.filter.0 * p.filter.1 * 4);
+                        parallel::rows(par, work, x, xd, od, p.stride.0, p.padding.0, output, pool)
+                    }
+                    None => pool(xd, x, p.padding.0, od, output),
                 }
             }
             Op::Softmax { input, input_multiplier, input_left_shift, diff_min, requant, .. } => {

@@ -37,6 +37,7 @@ pub mod model;
 pub mod op;
 #[cfg(feature = "alloc")]
 pub mod packed;
+pub mod parallel;
 #[cfg(feature = "alloc")]
 pub mod writer;
 
@@ -48,6 +49,9 @@ pub use model::{IoInfo, Model, Quantization, Shape, TensorInfo};
 pub use op::Op;
 #[cfg(feature = "alloc")]
 pub use packed::PackedWeights;
+pub use parallel::Parallel;
+#[cfg(feature = "threads")]
+pub use parallel::ThreadPool;
 
 /// Embeds a package in the binary, 16-byte aligned, as a `&'static [u8]`.
 ///

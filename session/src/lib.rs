@@ -4,7 +4,7 @@
 use core::fmt;
 
 use edgefleet_kernels::reference::{dequantize_i8, quantize_f32};
-use edgefleet_runtime::{Interpreter, IoInfo, LoadError, Model, OwnedModel, RunError};
+use edgefleet_runtime::{Interpreter, IoInfo, LoadError, Model, OwnedModel, RunError, ThreadPool};
 
 /// Why a [`Session`] call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +40,7 @@ pub struct Session {
     inputs: Vec<Vec<i8>>,
     outputs: Vec<Vec<i8>>,
     has_run: bool,
+    threads: Option<ThreadPool>,
 }
 
 impl fmt::Debug for Session {
@@ -48,6 +49,7 @@ impl fmt::Debug for Session {
             .field("package_bytes", &self.owned.as_bytes().len())
             .field("arena_bytes", &self.arena.len())
             .field("has_run", &self.has_run)
+            .field("threads", &self.threads())
             .finish_non_exhaustive()
     }
 }
@@ -64,7 +66,32 @@ impl Session {
         let inputs = (0..model.input_count()).map(|i| vec![0; size(model.input(i))]).collect();
         let outputs = (0..model.output_count()).map(|i| vec![0; size(model.output(i))]).collect();
         let arena = vec![0; model.arena_size()];
-        Ok(Session { owned, arena, inputs, outputs, has_run: false })
+        Ok(Session { owned, arena, inputs, outputs, has_run: false, threads: None })
+    }
+
+    /// Runs each inference on `threads` threads (the caller's included):
+    /// convolutions, depthwise convolutions, pooling and adds are split by
+    /// output rows, with bit-identical results. 1 (the default) runs on the
+    /// calling thread only. Worth it for larger models on multi-core hosts;
+    /// small models gain little, since each split wakes the other threads.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for 0 or more than 64 threads, or if the threads cannot be started.
+    pub fn set_threads(&mut self, threads: usize) -> Result<(), SessionError> {
+        if !(1..=64).contains(&threads) {
+            return Err(invalid(format!("threads must be 1 to 64, got {threads}")));
+        }
+        self.threads = if threads == 1 {
+            None
+        } else {
+            Some(ThreadPool::new(threads).map_err(|e| invalid(format!("cannot start {threads} threads: {e}")))?)
+        };
+        Ok(())
+    }
+
+    /// Threads each inference runs on.
+    pub fn threads(&self) -> usize {
+        self.threads.as_ref().map_or(1, edgefleet_runtime::Parallel::threads)
     }
 
     /// The validated package (inputs, outputs, arena size, labels).
@@ -127,6 +154,9 @@ impl Session {
         let model = self.owned.model();
         let mut it =
             Interpreter::new(&model, &mut self.arena).map_err(SessionError::Run)?.with_packed(self.owned.packed());
+        if let Some(pool) = &self.threads {
+            it = it.with_parallel(pool);
+        }
         for (i, x) in self.inputs.iter().enumerate() {
             it.input_mut(i).map_err(SessionError::Run)?.copy_from_slice(x);
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use edgefleet_runtime::{Interpreter, PackedWeights};
+use edgefleet_runtime::{Interpreter, PackedWeights, ThreadPool};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -32,6 +32,12 @@ pub struct Args {
     /// the time goes, with each op's MACs per second.
     #[arg(long)]
     pub per_op: bool,
+    /// Threads per inference (the calling one included): convolutions,
+    /// depthwise convolutions, pooling and adds are split by output rows
+    /// among them, with bit-identical results. 1 is the default mode;
+    /// small models gain little (each split costs a thread wake-up).
+    #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -65,7 +71,11 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     let packed = PackedWeights::for_model(&model);
+    let pool = ThreadPool::new(usize::from(a.threads))?;
     let mut it = Interpreter::new(&model, &mut arena)?.with_packed(&packed);
+    if a.threads > 1 {
+        it = it.with_parallel(&pool);
+    }
     let given = match &a.input {
         Some(p) => Some(npy::read(p)?),
         None => None,
@@ -151,13 +161,14 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::to_string_pretty(&json!({
                 "package": a.package, "runs": a.runs, "warmup": a.warmup,
                 "median_ms": median, "p90_ms": p90, "p99_ms": p99, "min_ms": times[0], "mean_ms": mean,
-                "arena_bytes": model.arena_size(), "kernels": kernels.name(),
+                "arena_bytes": model.arena_size(), "kernels": kernels.name(), "threads": a.threads,
                 "per_op": per_op.iter().map(|(i, name, macs, ms)| json!({"op": i, "kind": name, "macs": macs, "median_ms": ms})).collect::<Vec<_>>(),
             }))?
         );
         return Ok(());
     }
-    outln!("{}: {} runs after {} warm-up, {kernels} kernels, 1 thread", a.package.display(), a.runs, a.warmup);
+    let threads = if a.threads == 1 { "1 thread".to_string() } else { format!("{} threads", a.threads) };
+    outln!("{}: {} runs after {} warm-up, {kernels} kernels, {threads}", a.package.display(), a.runs, a.warmup);
     outln!("  median {median:.4} ms   p90 {p90:.4} ms   p99 {p99:.4} ms   min {:.4} ms   mean {mean:.4} ms", times[0]);
     outln!("  arena {} bytes", thousands(model.arena_size() as u64));
     if !per_op.is_empty() {

@@ -51,6 +51,43 @@ fn tflite_int8_models_match_tflite_micro_exactly() {
     }
 }
 
+/// Parts run serially, last first, claiming 16 threads: every operator
+/// worth splitting is split into as many parts as its size allows, and a
+/// part that read or wrote its neighbour's rows would show.
+struct Scrambled;
+
+// SAFETY: calls each part exactly once and returns after all of them.
+unsafe impl edgefleet_runtime::Parallel for Scrambled {
+    fn threads(&self) -> usize {
+        16
+    }
+    fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
+        (0..parts).rev().for_each(f);
+    }
+}
+
+/// The multi-threaded mode is bit-identical to TensorFlow Lite Micro too,
+/// with real threads and with the most parts.
+#[test]
+fn multi_threaded_runs_match_tflite_micro_exactly() {
+    let pools = [
+        edgefleet_runtime::ThreadPool::new(2).expect("threads"),
+        edgefleet_runtime::ThreadPool::new(3).expect("threads"),
+    ];
+    for m in MODELS {
+        let c = compile_file(&format!("onnx/{m}_int8_from_tflite.onnx"), &Options::default());
+        let mut r = Runner::new(&c.package);
+        for input in ["seeded", "real"] {
+            let x = i8s(&read(&format!("ref/{m}/{input}.input_i8.npy")));
+            let want = i8s(&read(&format!("ref/{m}/{input}.tflm_int8.npy")));
+            assert_eq!(r.run_i8_parallel(&x, &Scrambled), want, "{m} {input}: scrambled parts");
+            for p in &pools {
+                assert_eq!(r.run_i8_parallel(&x, p), want, "{m} {input}: {p:?}");
+            }
+        }
+    }
+}
+
 /// Arena per model, exactly, and never above TFLite Micro's (totals /
 /// activations: KWS 24,272/16,000 B; VWW 103,680/73,728; IC 55,984/49,152;
 /// AD 3,984/768). Our arena holds only activations (weights, requantization

@@ -59,6 +59,17 @@ impl Runner {
         it.output(0).expect("output").to_vec()
     }
 
+    /// As [`Self::run_i8`], each operator split among `threads`.
+    pub fn run_i8_parallel(&mut self, x: &[i8], threads: &dyn edgefleet_runtime::Parallel) -> Vec<i8> {
+        let model = Model::load(&self.bytes).expect("package loads");
+        let packed = edgefleet_runtime::PackedWeights::for_model(&model);
+        let mut it =
+            Interpreter::new(&model, &mut self.arena).expect("arena").with_packed(&packed).with_parallel(threads);
+        it.input_mut(0).expect("input").copy_from_slice(x);
+        it.invoke().expect("invoke");
+        it.output(0).expect("output").to_vec()
+    }
+
     /// Runs on float input, returns dequantized output 0.
     pub fn run_f32(&mut self, x: &[f32]) -> Vec<f32> {
         let model = Model::load(&self.bytes).expect("package loads");
