@@ -44,7 +44,7 @@ pub async fn verify(app: &App, dev: &str, payload: &[u8]) -> Option<Verified> {
         reject(app, "malformed");
         return None;
     };
-    let keys = match app.store.device_keys(dev).await {
+    let keys = match app.ingest.device_keys(dev).await {
         Ok(Some(k)) => k,
         Ok(None) => {
             reject(app, "unknown_device");
@@ -93,7 +93,7 @@ pub async fn store(app: &App, v: &Verified, payload: &[u8]) -> Option<Vec<u64>> 
         Payload::Event(_) => "event",
     };
     let now = now_ms();
-    match app.store.insert_uplink(dev, seq, up.time_ms as i64, kind, payload, now).await {
+    match app.ingest.insert_uplink(dev, seq, up.time_ms as i64, kind, payload, now).await {
         Ok(true) => {}
         Ok(false) => {
             app.metrics.uplinks_duplicate.inc();
@@ -158,7 +158,7 @@ pub async fn telemetry_batch(app: &App, items: &[(&Verified, &[u8])]) -> Vec<(St
     if rows.is_empty() {
         return out;
     }
-    match app.store.insert_telemetry_batch(&rows, now_ms()).await {
+    match app.ingest.insert_telemetry_batch(&rows, now_ms()).await {
         Ok(new) => {
             for (v, is_new) in stored.into_iter().zip(new) {
                 if !is_new {
@@ -195,11 +195,11 @@ async fn apply(app: &App, dev: &str, seq: i64, up: &Uplink) -> anyhow::Result<()
     let now = now_ms();
     match &up.payload {
         Payload::Hello(info) => {
-            app.store
+            app.ingest
                 .update_inventory(dev, &info.agent_version, &info.runtime_version, info.memory_bytes as i64, now)
                 .await?;
             if let Some(m) = &info.live {
-                app.store.set_live(dev, &m.model_id, &m.version, &sha(m), m.release_counter as i64).await?;
+                app.ingest.set_live(dev, &m.model_id, &m.version, &sha(m), m.release_counter as i64).await?;
             }
             // (Re)send what this device should hold: brokers may have lost retained messages.
             crate::server::republish(app, dev).await;
@@ -217,7 +217,7 @@ async fn apply(app: &App, dev: &str, seq: i64, up: &Uplink) -> anyhow::Result<()
                 Event::DriftDetected { .. } => ("drift_detected", None),
                 Event::RootUpdated { .. } => ("root_updated", None),
             };
-            app.store
+            app.ingest
                 .insert_event(&EventRow {
                     device_id: dev.to_string(),
                     seq,
@@ -229,7 +229,7 @@ async fn apply(app: &App, dev: &str, seq: i64, up: &Uplink) -> anyhow::Result<()
                 .await?;
             match e {
                 Event::Started { live: Some(m), .. } | Event::Installed { model: m, .. } => {
-                    app.store.set_live(dev, &m.model_id, &m.version, &sha(m), m.release_counter as i64).await?;
+                    app.ingest.set_live(dev, &m.model_id, &m.version, &sha(m), m.release_counter as i64).await?;
                 }
                 _ => {}
             }

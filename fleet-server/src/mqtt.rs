@@ -257,7 +257,7 @@ pub async fn send_sealed(
     retain: bool,
 ) -> anyhow::Result<()> {
     let keys =
-        app.store.device_keys(device).await?.ok_or_else(|| anyhow::anyhow!("device {device} is not enrolled"))?;
+        app.ingest.device_keys(device).await?.ok_or_else(|| anyhow::anyhow!("device {device} is not enrolled"))?;
     let key =
         parse_hex32(&keys.downlink_key).ok_or_else(|| anyhow::anyhow!("device {device}: corrupt downlink key"))?;
     let sealed = seal::seal(&key, topic, plaintext).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;

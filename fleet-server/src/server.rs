@@ -45,8 +45,12 @@ pub struct VersionHealth {
 pub struct App {
     /// Configuration.
     pub cfg: ServerConfig,
-    /// Database.
+    /// Database (API, rollout engine, housekeeping).
     pub store: Store,
+    /// The same database through a pool of its own for device traffic
+    /// (uplinks, chunk requests, the broker's logins), so API calls never
+    /// queue behind ingest for a connection.
+    pub ingest: Store,
     /// Manifest signing and checking.
     pub signer: Signer,
     /// Metrics.
@@ -241,10 +245,11 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running> {
         new_admin_token = Some(path);
     }
 
+    let ingest = store.second_pool(if store.backend() == crate::store::Backend::Sqlite { 4 } else { 8 }).await?;
     let secret = random_hex(32)?;
     let (embedded, broker, mqtt_addr) = match &cfg.mqtt {
         Mqtt::Embedded { listen } => {
-            let b = crate::mqtt::start_embedded(*listen, store.clone(), secret.clone()).await?;
+            let b = crate::mqtt::start_embedded(*listen, ingest.clone(), secret.clone()).await?;
             let addr = b.local_addr();
             (Some(b), addr, addr.to_string())
         }
@@ -263,6 +268,7 @@ pub async fn start(mut cfg: ServerConfig) -> Result<Running> {
     let app = Arc::new(App {
         cfg,
         store,
+        ingest,
         signer,
         metrics: Metrics::default(),
         mqtt: client,

@@ -274,6 +274,8 @@ fn placeholders(rows: usize, cols: usize, first: usize) -> String {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The database URL as connected (for [`Store::second_pool`]).
+    url: DbUrl,
     /// Enrolled devices' keys, which never change once written (enrolling
     /// an id twice is refused and nothing deletes a device): every uplink,
     /// acknowledgement and chunk request needs them, so a lookup that found
@@ -358,6 +360,40 @@ fn unique_violation(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A database URL, kept out of debug output (it may hold a password).
+#[derive(Clone)]
+struct DbUrl(Arc<str>);
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DbUrl(..)")
+    }
+}
+
+/// A connection pool on `url` (SQLite: WAL, mmap, foreign keys).
+async fn open_pool(url: &str, backend: Backend, connections: u32) -> Result<AnyPool> {
+    let mut opts = AnyPoolOptions::new().max_connections(connections);
+    if backend == Backend::Sqlite {
+        opts = opts.after_connect(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor;
+                // WAL: readers never block the writer; busy_timeout: writers queue.
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA busy_timeout = 5000").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                // Read pages through a mapping: in WAL mode every write
+                // by another connection empties this one's page cache,
+                // and re-reading through read(2) was most of ingest's
+                // time with thousands of devices.
+                conn.execute("PRAGMA mmap_size = 1073741824").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        });
+    }
+    Ok(opts.connect(url).await?)
+}
+
 impl Store {
     /// Connects and migrates: `sqlite://path` (created if missing) or `postgres://...`.
     ///
@@ -376,29 +412,22 @@ impl Store {
         };
         let url =
             if backend == Backend::Sqlite && !url.contains('?') { format!("{url}?mode=rwc") } else { url.to_string() };
-        let mut opts = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 8 } else { 16 });
-        if backend == Backend::Sqlite {
-            opts = opts.after_connect(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::Executor;
-                    // WAL: readers never block the writer; busy_timeout: writers queue.
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    // Read pages through a mapping: in WAL mode every write
-                    // by another connection empties this one's page cache,
-                    // and re-reading through read(2) was most of ingest's
-                    // time with thousands of devices.
-                    conn.execute("PRAGMA mmap_size = 1073741824").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = opts.connect(&url).await?;
-        let store = Store { pool, backend, keys: Arc::default() };
+        let pool = open_pool(&url, backend, if backend == Backend::Sqlite { 8 } else { 16 }).await?;
+        let store = Store { pool, backend, url: DbUrl(url.into()), keys: Arc::default() };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The same database through a pool of its own of `connections`
+    /// (sharing the key cache): device ingest uses one, so API calls and
+    /// the rollout engine never wait for a connection behind a burst of
+    /// telemetry.
+    ///
+    /// # Errors
+    /// The database became unreachable.
+    pub async fn second_pool(&self, connections: u32) -> Result<Store> {
+        let pool = open_pool(&self.url.0, self.backend, connections).await?;
+        Ok(Store { pool, backend: self.backend, url: self.url.clone(), keys: self.keys.clone() })
     }
 
     async fn migrate(&self) -> Result<()> {
