@@ -799,13 +799,28 @@ impl Store {
 
     /// Devices per live model version.
     pub async fn fleet_by_version(&self) -> Result<Vec<(String, String, i64)>> {
+        // Grouped on the bare columns (the covering index devices_live);
+        // no live model reads as "".
         let rows = sqlx::query(
-            "SELECT COALESCE(live_model, '') AS m, COALESCE(live_version, '') AS v, COUNT(*) AS n FROM devices \
-             GROUP BY COALESCE(live_model, ''), COALESCE(live_version, '') ORDER BY m, v",
+            "SELECT live_model, live_version, COUNT(*) AS n FROM devices \
+             GROUP BY live_model, live_version ORDER BY live_model, live_version",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get("m")?, r.try_get("v")?, r.try_get("n")?))).collect()
+        let mut out: Vec<(String, String, i64)> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let m: Option<String> = r.try_get("live_model")?;
+            let v: Option<String> = r.try_get("live_version")?;
+            let n: i64 = r.try_get("n")?;
+            let (m, v) = (m.unwrap_or_default(), v.unwrap_or_default());
+            // NULL and "" group apart in SQL but read the same here.
+            match out.iter_mut().find(|(om, ov, _)| *om == m && *ov == v) {
+                Some(e) => e.2 += n,
+                None => out.push((m, v, n)),
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     // ---- uplinks --------------------------------------------------------
