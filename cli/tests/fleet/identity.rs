@@ -183,20 +183,7 @@ fn scenario(mosquitto: Option<Mosquitto>) {
         .expect("pub");
     // Garbage.
     mal.client.publish(topics::uplink("mallory"), QoS::AtLeastOnce, false, vec![1, 2, 3]).expect("pub");
-    let rejected =
-        |m: &str, reason: &str| metric(m, "edgefleet_uplinks_rejected_total", &[&format!("reason=\"{reason}\"")]);
-    let t = Instant::now();
-    loop {
-        let now = server.metrics();
-        let mismatch = rejected(&now, "topic_mismatch") - rejected(&before, "topic_mismatch");
-        let malformed = rejected(&now, "malformed") - rejected(&before, "malformed");
-        if mismatch >= 1.0 && malformed >= 1.0 {
-            assert_eq!((mismatch, malformed), (1.0, 1.0));
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(15), "rejections not counted: {mismatch} {malformed}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    expect_rejections(&server, &before, &[("topic_mismatch", 1.0), ("malformed", 1.0)]);
     if acls {
         assert_eq!(drift_events(&server.ok("GET", "/api/v1/events?limit=1000", None)), drift_events(&events_before));
         return;
@@ -238,18 +225,7 @@ fn scenario(mosquitto: Option<Mosquitto>) {
         .expect("pub");
     // Garbage on dev-b's topic.
     mal.client.publish(topics::uplink("dev-b"), QoS::AtLeastOnce, false, vec![1, 2, 3]).expect("pub");
-    let t = Instant::now();
-    loop {
-        let now = server.metrics();
-        let bad = rejected(&now, "bad_signature") - rejected(&before, "bad_signature");
-        let malformed = rejected(&now, "malformed") - rejected(&before, "malformed");
-        if bad >= 2.0 && malformed >= 1.0 {
-            assert_eq!((bad, malformed), (2.0, 1.0));
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(15), "rejections not counted: {bad} {malformed}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    expect_rejections(&server, &before, &[("bad_signature", 2.0), ("malformed", 1.0)]);
 
     // A genuine uplink of dev-b, captured and replayed by mallory, changes nothing.
     let up_topic = topics::uplink("dev-b");
@@ -281,4 +257,21 @@ fn drift_events(v: &serde_json::Value) -> usize {
     v.as_array().map_or(0, |a| {
         a.iter().filter(|e| e["device"] == "dev-b" && e["detail"].to_string().contains("psi\":9")).count()
     })
+}
+
+/// Waits until the server has refused exactly `want` more uplinks per reason than in `before` (a metrics text).
+fn expect_rejections(server: &ServerProc, before: &str, want: &[(&str, f64)]) {
+    let rejected =
+        |m: &str, reason: &str| metric(m, "edgefleet_uplinks_rejected_total", &[&format!("reason=\"{reason}\"")]);
+    let t = Instant::now();
+    loop {
+        let now = server.metrics();
+        let got: Vec<f64> = want.iter().map(|(r, _)| rejected(&now, r) - rejected(before, r)).collect();
+        if got.iter().zip(want).all(|(g, (_, w))| g >= w) {
+            assert_eq!(got, want.iter().map(|w| w.1).collect::<Vec<_>>(), "rejections by reason {want:?}");
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "rejections not counted: {got:?}, expected {want:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
