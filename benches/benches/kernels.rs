@@ -9,6 +9,9 @@
 //! - `conv0_rgb`: VWW's first layer, 3x3 stride 2 over a 96x96x3 image
 //!   (3 channels: the channel-padded indirect GEMM);
 //! - `depthwise3x3`: KWS's depthwise layer, 64 channels over 25x5, pad 1;
+//! - `depthwise_48x48x8`, `depthwise_s2_48x48x16`, `depthwise_6x6x128`:
+//!   VWW's first, first stride-2 and a late 3x3 depthwise layer (narrow
+//!   channels on a large map; stride 2; a map smaller than its borders);
 //! - `fully_connected`: AD's 640 → 128 layer, batch 1.
 //!
 //! Weights are packed and the output stage prepared once, outside the timed
@@ -107,41 +110,49 @@ fn conv_layer(c: &mut Criterion, name: &str, id: Dims4, fd: Dims4, od: Dims4, st
     g.finish();
 }
 
-fn kernels(c: &mut Criterion) {
-    conv_layer(c, "pointwise", Dims4::new(1, 25, 5, 64), Dims4::new(64, 1, 1, 64), Dims4::new(1, 25, 5, 64), 1, 0);
-    conv_layer(c, "conv3x3", Dims4::new(1, 32, 32, 16), Dims4::new(16, 3, 3, 16), Dims4::new(1, 32, 32, 16), 1, 1);
-    conv_layer(c, "conv0_rgb", Dims4::new(1, 96, 96, 3), Dims4::new(8, 3, 3, 3), Dims4::new(1, 48, 48, 8), 2, 1);
-
-    // Depthwise 3x3, 64 channels, 25x5, pad 1 (KWS).
-    let (id, fd) = (Dims4::new(1, 25, 5, 64), Dims4::new(1, 3, 3, 64));
+/// A 3x3 depthwise layer (depth multiplier 1) on every supported ISA.
+fn depthwise_layer(c: &mut Criterion, name: &str, id: Dims4, od: Dims4, stride: usize, pad: usize) {
+    let ch = id.c;
+    let fd = Dims4::new(1, 3, 3, ch);
     let x = data(id.elements().unwrap_or(0), 3);
     let w = data(fd.elements().unwrap_or(0), 4);
-    let bias: Vec<i32> = (0..64).map(|i| i * 11 - 300).collect();
-    let (mult, shift) = (vec![1_300_000_000; 64], vec![-7; 64]);
+    let bias: Vec<i32> = (0..ch as i32).map(|i| i * 11 - 300).collect();
+    let (mult, shift) = (vec![1_300_000_000; ch], vec![-7; ch]);
     let p = DepthwiseParams {
         conv: ConvParams {
-            stride: (1, 1),
+            stride: (stride, stride),
             dilation: (1, 1),
-            padding: (1, 1),
+            padding: (pad, pad),
             input_offset: 128,
             output_offset: -128,
             clamp: Clamp::NONE,
         },
         depth_multiplier: 1,
     };
-    let mut out = vec![0i8; id.elements().unwrap_or(0)];
-    let mut g = c.benchmark_group("depthwise3x3");
+    let mut out = vec![0i8; od.elements().unwrap_or(0)];
+    let mut g = c.benchmark_group(name);
     for isa in fast::all_supported() {
         g.bench_function(isa.name(), |b| {
             b.iter(|| {
                 let rq = Requant { multiplier: &mult, shift: &shift };
                 let r =
-                    fast::depthwise_conv2d_i8_with(isa, &p, id, black_box(&x), fd, &w, Some(&bias), rq, id, &mut out);
+                    fast::depthwise_conv2d_i8_with(isa, &p, id, black_box(&x), fd, &w, Some(&bias), rq, od, &mut out);
                 black_box(r).expect("valid layer");
             })
         });
     }
     g.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    conv_layer(c, "pointwise", Dims4::new(1, 25, 5, 64), Dims4::new(64, 1, 1, 64), Dims4::new(1, 25, 5, 64), 1, 0);
+    conv_layer(c, "conv3x3", Dims4::new(1, 32, 32, 16), Dims4::new(16, 3, 3, 16), Dims4::new(1, 32, 32, 16), 1, 1);
+    conv_layer(c, "conv0_rgb", Dims4::new(1, 96, 96, 3), Dims4::new(8, 3, 3, 3), Dims4::new(1, 48, 48, 8), 2, 1);
+
+    depthwise_layer(c, "depthwise3x3", Dims4::new(1, 25, 5, 64), Dims4::new(1, 25, 5, 64), 1, 1);
+    depthwise_layer(c, "depthwise_48x48x8", Dims4::new(1, 48, 48, 8), Dims4::new(1, 48, 48, 8), 1, 1);
+    depthwise_layer(c, "depthwise_s2_48x48x16", Dims4::new(1, 48, 48, 16), Dims4::new(1, 24, 24, 16), 2, 0);
+    depthwise_layer(c, "depthwise_6x6x128", Dims4::new(1, 6, 6, 128), Dims4::new(1, 6, 6, 128), 1, 1);
 
     // Fully connected 640 -> 128, batch 1 (AD).
     let (n, k) = (128, 640);
