@@ -43,9 +43,13 @@ fn two_replicas_share_postgres_and_never_drive_a_rollout_twice() {
         .collect();
     let apis: Vec<String> = agents.iter_mut().map(AgentProc::api).collect();
     let traffic = Traffic::start(apis, 3);
-    // No latency gate: this test is about replicas, and under CI load (other
-    // fleet tests in parallel on 2 cores) p95s of a few devices vary by 3x.
-    let gates = json!({ "soak_s": 2, "min_inferences": 20, "install_timeout_s": 120, "max_wave_s": 180, "max_p95_latency_ratio": null });
+    // No latency or drift gate: this test is about replicas. Under CI load
+    // (other fleet tests in parallel on 2 cores) p95s of a few devices vary
+    // by 3x, and a 3-device canary's PSI over ~20 inferences of undrifted
+    // traffic once came out at 0.251 against the 0.25 default (the drift gate
+    // has tests of its own in drift.rs and rollouts.rs).
+    let gates = json!({ "soak_s": 2, "min_inferences": 20, "install_timeout_s": 120, "max_wave_s": 180,
+        "max_p95_latency_ratio": null, "max_drift_psi": null });
 
     let r1 = a.ok(
         "POST",
