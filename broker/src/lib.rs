@@ -253,22 +253,31 @@ impl Router {
         out
     }
 
-    fn subscribe(&mut self, id: ConnId, filter: &str, qos: QoS) {
-        let map = if has_wildcards(filter) { &mut self.wild } else { &mut self.exact };
-        map.entry(filter.to_string()).or_default().insert(id, qos);
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.filters.insert(filter.to_string());
-        }
+    /// The subscription map a filter belongs in.
+    fn subs(&mut self, filter: &str) -> &mut HashMap<String, HashMap<ConnId, QoS>> {
+        if has_wildcards(filter) { &mut self.wild } else { &mut self.exact }
     }
 
-    fn unsubscribe(&mut self, id: ConnId, filter: &str) {
-        let map = if has_wildcards(filter) { &mut self.wild } else { &mut self.exact };
+    /// Drops connection `id` from `filter`'s subscribers.
+    fn forget(&mut self, id: ConnId, filter: &str) {
+        let map = self.subs(filter);
         if let Some(subs) = map.get_mut(filter) {
             subs.remove(&id);
             if subs.is_empty() {
                 map.remove(filter);
             }
         }
+    }
+
+    fn subscribe(&mut self, id: ConnId, filter: &str, qos: QoS) {
+        self.subs(filter).entry(filter.to_string()).or_default().insert(id, qos);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.filters.insert(filter.to_string());
+        }
+    }
+
+    fn unsubscribe(&mut self, id: ConnId, filter: &str) {
+        self.forget(id, filter);
         if let Some(c) = self.conns.get_mut(&id) {
             c.filters.remove(filter);
         }
@@ -277,13 +286,7 @@ impl Router {
     fn remove(&mut self, id: ConnId) {
         let Some(conn) = self.conns.remove(&id) else { return };
         for f in &conn.filters {
-            let map = if has_wildcards(f) { &mut self.wild } else { &mut self.exact };
-            if let Some(subs) = map.get_mut(f.as_str()) {
-                subs.remove(&id);
-                if subs.is_empty() {
-                    map.remove(f.as_str());
-                }
-            }
+            self.forget(id, f);
         }
         if self.clients.get(&conn.client_id) == Some(&id) {
             self.clients.remove(&conn.client_id);
