@@ -183,7 +183,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
 
     fn run_op(&mut self, i: usize) -> Result<(), KernelError> {
         let model = self.model;
-        let par = self.parallel.filter(|p| p.threads() > 1);
+        let par = self.parallel;
         let (packed, prepared) = self.packed_for(i);
         let add_table = self.add_table_for(i);
         let op = model.op(i).ok_or(KernelError::InvalidParameter)?;
@@ -250,13 +250,8 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     let p = ConvParams { padding: (pad_top, p.padding.1), ..p };
                     fast::conv2d_i8_prepared(&p, xd, x, wd, w, packed, prepared, bias, requant, od, output)
                 };
-                match par {
-                    Some(par) => {
-                        let work = od.elements().unwrap_or(0).saturating_mul(wd.h * wd.w * wd.c);
-                        parallel::rows(par, work, x, xd, od, p.stride.0, p.padding.0, output, conv)
-                    }
-                    None => conv(xd, x, p.padding.0, od, output),
-                }
+                let work = od.elements().unwrap_or(0).saturating_mul(wd.h * wd.w * wd.c);
+                parallel::rows(par, work, x, xd, od, p.stride.0, p.padding.0, output, conv)
             }
             Op::DepthwiseConv2d {
                 input,
@@ -289,13 +284,8 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                         DepthwiseParams { conv: ConvParams { padding: (pad_top, p.conv.padding.1), ..p.conv }, ..p };
                     fast::depthwise_conv2d_i8(&p, xd, x, wd, w, bias, requant, od, output)
                 };
-                match par {
-                    Some(par) => {
-                        let work = od.elements().unwrap_or(0).saturating_mul(wd.h * wd.w * 4);
-                        parallel::rows(par, work, x, xd, od, p.conv.stride.0, p.conv.padding.0, output, depthwise)
-                    }
-                    None => depthwise(xd, x, p.conv.padding.0, od, output),
-                }
+                let work = od.elements().unwrap_or(0).saturating_mul(wd.h * wd.w * 4);
+                parallel::rows(par, work, x, xd, od, p.conv.stride.0, p.conv.padding.0, output, depthwise)
             }
             Op::FullyConnected { input, filter, bias, requant_offset, requant_count, clamp, .. } => {
                 let (x, xi) = act(input)?;
@@ -335,11 +325,10 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                         None => fast::add_i8(&p, a, b, out),
                     }
                 };
-                match par {
-                    Some(par) if a.len() == output.len() && b.len() == output.len() => {
-                        parallel::elements(par, output, add)
-                    }
-                    _ => add(0..a.len(), output),
+                if a.len() == output.len() && b.len() == output.len() {
+                    parallel::elements(par, output, add)
+                } else {
+                    add(0..a.len(), output) // the kernel reports the mismatch
                 }
             }
             Op::AveragePool2d { input, geometry, clamp, .. } | Op::MaxPool2d { input, geometry, clamp, .. } => {
@@ -356,13 +345,8 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                     }
                 };
                 let (xd, od) = (dims(&xi)?, dims(&out)?);
-                match par {
-                    Some(par) => {
-                        let work = od.elements().unwrap_or(0).saturating_mul(p.filter.0 * p.filter.1 * 4);
-                        parallel::rows(par, work, x, xd, od, p.stride.0, p.padding.0, output, pool)
-                    }
-                    None => pool(xd, x, p.padding.0, od, output),
-                }
+                let work = od.elements().unwrap_or(0).saturating_mul(p.filter.0 * p.filter.1 * 4);
+                parallel::rows(par, work, x, xd, od, p.stride.0, p.padding.0, output, pool)
             }
             Op::Softmax { input, input_multiplier, input_left_shift, diff_min, requant, .. } => {
                 let (x, xi) = act(input)?;

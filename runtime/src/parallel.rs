@@ -48,9 +48,9 @@ pub const MAX_PARTS: usize = 16;
 /// re-packs its padded input rows) and synchronisation than it saves.
 pub const MIN_WORK_PER_PART: usize = 256 * 1024;
 
-/// How many parts `work` on `units` splittable units is worth.
-fn parts_for(par: &dyn Parallel, work: usize, units: usize) -> usize {
-    par.threads().min(units).min(MAX_PARTS).min(work / MIN_WORK_PER_PART)
+/// How many parts `work` on `units` splittable units is worth (1 without threads).
+fn parts_for(par: Option<&dyn Parallel>, work: usize, units: usize) -> usize {
+    par.map_or(1, |p| p.threads().min(units).min(MAX_PARTS).min(work / MIN_WORK_PER_PART))
 }
 
 /// The output, shared by parts that each write their own range of it.
@@ -93,12 +93,13 @@ fn result(failed: &AtomicU8) -> Result<(), KernelError> {
 }
 
 /// Runs a spatial NHWC operator (`f(input dims, input, top padding, output
-/// dims, output)`) whole, or split by output rows when that is worth it.
+/// dims, output)`) whole, or split by output rows among `par` when that is
+/// worth it.
 /// `work` is its multiply-accumulates; `stride` and `pad_top` its vertical
 /// stride and top padding.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rows<F>(
-    par: &dyn Parallel,
+    par: Option<&dyn Parallel>,
     work: usize,
     x: &[i8],
     xd: Dims4,
@@ -121,9 +122,9 @@ where
         || x.len() != xd.h * in_row
         // A part whose windows all start in the bottom padding would have no input rows.
         || (0..parts).any(|i| first_row(i).saturating_sub(pad_top) >= xd.h);
-    if whole {
+    let Some(par) = par.filter(|_| !whole) else {
         return f(xd, x, pad_top, od, out);
-    }
+    };
     let shared = Shared { ptr: out.as_mut_ptr(), len: out.len() };
     let failed = AtomicU8::new(0);
     par.run(parts, &|i| {
@@ -149,16 +150,16 @@ where
 }
 
 /// Runs an element-wise operator (`f(range, output range)`) whole, or split
-/// into ranges of elements when that is worth it.
-pub(crate) fn elements<F>(par: &dyn Parallel, out: &mut [i8], f: F) -> Result<(), KernelError>
+/// into ranges of elements among `par` when that is worth it.
+pub(crate) fn elements<F>(par: Option<&dyn Parallel>, out: &mut [i8], f: F) -> Result<(), KernelError>
 where
     F: Fn(core::ops::Range<usize>, &mut [i8]) -> Result<(), KernelError> + Sync,
 {
     let n = out.len();
     let parts = parts_for(par, n.saturating_mul(4), n / 64);
-    if parts < 2 {
+    let Some(par) = par.filter(|_| parts >= 2) else {
         return f(0..n, out);
-    }
+    };
     let shared = Shared { ptr: out.as_mut_ptr(), len: n };
     let failed = AtomicU8::new(0);
     par.run(parts, &|i| {
