@@ -27,6 +27,8 @@ pub struct Interpreter<'m, 'p, 'a> {
     arena: &'a mut [u8],
     #[cfg(feature = "alloc")]
     packed: Option<&'m crate::PackedWeights>,
+    #[cfg(feature = "alloc")]
+    decoded: Option<&'m crate::packed::Decoded>,
     parallel: Option<&'m dyn Parallel>,
 }
 
@@ -52,6 +54,8 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
             arena: &mut arena[..needed],
             #[cfg(feature = "alloc")]
             packed: None,
+            #[cfg(feature = "alloc")]
+            decoded: None,
             parallel: None,
         })
     }
@@ -69,11 +73,13 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
     /// [`crate::PackedWeights`]; [`crate::OwnedModel::packed`] has them).
     /// Without packed weights, convolutions and fully connected layers run
     /// the reference kernels. Packed weights of another model are ignored
-    /// op by op (their shapes do not match).
+    /// op by op (their shapes do not match), and their decoded op and
+    /// tensor records are used only if they are this model's.
     #[cfg(feature = "alloc")]
     #[must_use]
     pub fn with_packed(mut self, packed: &'m crate::PackedWeights) -> Self {
         self.packed = Some(packed);
+        self.decoded = packed.decoded_for(self.model);
         self
     }
 
@@ -186,8 +192,13 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
         let par = self.parallel;
         let (packed, prepared) = self.packed_for(i);
         let add_table = self.add_table_for(i);
-        let op = model.op(i).ok_or(KernelError::InvalidParameter)?;
-        let tensor = |t: u16| model.slot(t).ok_or(KernelError::InvalidParameter);
+        let records = Records {
+            model,
+            #[cfg(feature = "alloc")]
+            decoded: self.decoded,
+        };
+        let op = records.op(i).ok_or(KernelError::InvalidParameter)?;
+        let tensor = |t: u16| records.slot(t).ok_or(KernelError::InvalidParameter);
         let out = tensor(op.output())?;
         // The loader proved that no arena input overlaps the output, so the
         // arena splits into [before | output | after] and each input lies in
@@ -374,5 +385,32 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                 reference::transpose_i8([a, b, c, d], perm, x, output)
             }
         }
+    }
+}
+
+/// Where the interpreter reads ops and tensor slots: decoded at load if it
+/// has the model's [`crate::PackedWeights`], else from the package records.
+#[derive(Clone, Copy)]
+struct Records<'m, 'p> {
+    model: &'m Model<'p>,
+    #[cfg(feature = "alloc")]
+    decoded: Option<&'m crate::packed::Decoded>,
+}
+
+impl Records<'_, '_> {
+    fn op(self, i: usize) -> Option<Op> {
+        #[cfg(feature = "alloc")]
+        if let Some(d) = self.decoded {
+            return d.ops.get(i).copied().flatten();
+        }
+        self.model.op(i)
+    }
+
+    fn slot(self, t: u16) -> Option<Slot> {
+        #[cfg(feature = "alloc")]
+        if let Some(d) = self.decoded {
+            return d.slots.get(usize::from(t)).copied().flatten();
+        }
+        self.model.slot(t)
     }
 }

@@ -504,6 +504,18 @@ impl<'p> Model<'p> {
         Some(words.split_at(n))
     }
 
+    /// The raw op records (to tell one model's decoded records from another's).
+    #[cfg(feature = "alloc")]
+    pub(crate) fn op_records(&self) -> &'p [u8] {
+        self.ops
+    }
+
+    /// The raw tensor records.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn tensor_records(&self) -> &'p [u8] {
+        self.tensors
+    }
+
     fn op_record(&self, i: usize) -> Option<OpRecord> {
         self.ops.get(i * OpRecord::SIZE..(i + 1) * OpRecord::SIZE).map(OpRecord::decode)
     }

@@ -942,6 +942,7 @@ fn conv_indirect(
     let (oh, ow) = (output_dims.h, output_dims.w);
     let n = output_dims.c;
     let pixels = output_dims.n * oh * ow;
+    let Some(gemm) = x86::IndirectGemm::new(base, qoff, packed, e) else { return false };
     let mut pix = 0;
     let mut offs = [0usize; MR_INDIRECT];
     // The next pixel's (image row, output x) and its window's offset,
@@ -962,7 +963,7 @@ fn conv_indirect(
                 at = if row_y % oh == 0 { (row_y / oh) * rows * cols * cp } else { at - ow * step_x + step_y };
             }
         }
-        if !x86::gemm_indirect_avx512vnni(base, &offs[..mr], qoff, packed, e, &mut output[pix * n..(pix + mr) * n]) {
+        if !gemm.run(&offs[..mr], &mut output[pix * n..(pix + mr) * n]) {
             return false;
         }
         pix += mr;
@@ -1068,27 +1069,72 @@ fn fc_impl(
     check_zero_point(p.output_offset)?;
     check_clamp(p.clamp)?;
 
+    match prepared.and_then(|pr| pr.epilogue(packed.n, p.input_offset, p.output_offset, p.clamp)) {
+        Some(e) => fc_gemm(isa, batches, input, packed, &e, output),
+        None => fc_gemm_unprepared(isa, p, batches, input, packed, bias, &requant, output),
+    }
+    Ok(())
+}
+
+/// [`fc_gemm`] with the output stage computed for this call (its 16 KiB of
+/// buffers live in this frame only, not in the usual path's).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn fc_gemm_unprepared(
+    isa: Isa,
+    p: &FullyConnectedParams,
+    batches: usize,
+    input: &[i8],
+    packed: &PackedFilter<'_>,
+    bias: Option<&[i32]>,
+    requant: &Requant<'_>,
+    output: &mut [i8],
+) {
     let mut bufs = EpilogueBufs::new();
-    let e = match prepared.and_then(|pr| pr.epilogue(packed.n, p.input_offset, p.output_offset, p.clamp)) {
-        Some(e) => e,
-        None => Epilogue::for_gemm(&mut bufs, packed, bias, &requant, p.input_offset, p.output_offset, p.clamp),
-    };
+    let e = Epilogue::for_gemm(&mut bufs, packed, bias, requant, p.input_offset, p.output_offset, p.clamp);
+    fc_gemm(isa, batches, input, packed, &e, output);
+}
+
+/// The fully connected GEMM on checked arguments: rows are copied as `u8`
+/// patches, one at a time for batch 1 (a one-row buffer: a small stack
+/// frame matters when a layer takes a fraction of a microsecond), else
+/// [`MR`] at a time.
+#[inline(never)]
+fn fc_gemm(isa: Isa, batches: usize, input: &[i8], packed: &PackedFilter<'_>, e: &Epilogue<'_>, output: &mut [i8]) {
+    if batches == 1 {
+        fc_rows(isa, &mut Scratch::<u8, MAX_K>::new(), 1, input, packed, e, output);
+    } else {
+        fc_rows(isa, &mut Scratch::<u8, { MR * MAX_K }>::new(), MR, input, packed, e, output);
+    }
+}
+
+#[inline(always)]
+fn fc_rows<const N: usize>(
+    isa: Isa,
+    buf: &mut Scratch<u8, N>,
+    rows: usize,
+    input: &[i8],
+    packed: &PackedFilter<'_>,
+    e: &Epilogue<'_>,
+    output: &mut [i8],
+) {
+    let (n, k) = (packed.n, packed.k);
     let kp = k.div_ceil(PACK_K) * PACK_K;
-    let mut pbuf = Scratch::<u8, { MR * MAX_K }>::new();
-    let patches = pbuf.init(MR * kp, |_| 0);
+    let batches = input.len() / k;
+    // Depth padding `k..kp` is zero (its weights are zero too).
+    let patches = buf.init(rows * kp, |_| 0);
     let mut row = 0;
     while row < batches {
-        let mr = MR.min(batches - row);
+        let mr = rows.min(batches - row);
         for r in 0..mr {
             let src = &input[(row + r) * k..(row + r + 1) * k];
             for (d, &s) in patches[r * kp..r * kp + k].iter_mut().zip(src) {
                 *d = (s as u8) ^ 0x80;
             }
         }
-        gemm_rows(isa, patches, kp, mr, packed, &e, &mut output[row * n..(row + mr) * n]);
+        gemm_rows(isa, patches, kp, mr, packed, e, &mut output[row * n..(row + mr) * n]);
         row += mr;
     }
-    Ok(())
 }
 
 /// [`reference::depthwise_conv2d_i8`] with the [`active`] ISA (channels in

@@ -163,64 +163,86 @@ fn block_vnni<const R: usize, const B: usize>(
     }
 }
 
-/// The indirect GEMM: row `r`'s depth group `q` is the 4 bytes at
-/// `base[offs[r] + qoff[q]]` (int8, flipped to `u8` in-register). Returns
-/// false, writing nothing, if an offset would leave `base` or the shapes
-/// disagree.
-pub(super) fn gemm_indirect_avx512vnni(
-    base: &[i8],
-    offs: &[usize],
-    qoff: &[usize],
-    packed: &PackedFilter<'_>,
-    e: &Epilogue,
-    out: &mut [i8],
-) -> bool {
-    let n = packed.n;
-    let k4 = qoff.len();
-    let last = qoff.last().copied().unwrap_or(0);
-    let ok = has_avx512vnni()
-        && (1..=super::MR_INDIRECT).contains(&offs.len())
-        && k4 * PACK_K == packed.k
-        && n <= MAX_N
-        && packed.data.len() == n.div_ceil(PACK_N) * k4 * PACK_N * PACK_K
-        && out.len() == offs.len() * n
-        && e.len() >= n.div_ceil(PACK_N) * PACK_N
-        && qoff.windows(2).all(|w| w[0] <= w[1])
-        && offs
-            .iter()
-            .all(|&o| o.checked_add(last).and_then(|e| e.checked_add(PACK_K)).is_some_and(|e| e <= base.len()));
-    if !ok {
-        return false;
+/// The indirect GEMM of one layer: row `r`'s depth group `q` is the 4
+/// bytes at `base[offs[r] + qoff[q]]` (int8, flipped to `u8` in-register).
+/// What does not change between row groups (the CPU, the shapes, the group
+/// offsets increasing, the last one in `base` at offset 0) is checked once,
+/// by [`IndirectGemm::new`]; [`IndirectGemm::run`] then checks only its
+/// rows' offsets (checking every group offset per row group cost a tenth of
+/// a model's run time).
+pub(super) struct IndirectGemm<'a> {
+    base: &'a [i8],
+    qoff: &'a [usize],
+    packed: &'a PackedFilter<'a>,
+    e: &'a Epilogue<'a>,
+    /// `base.len() − (qoff.last() + 4)`: the largest row offset allowed.
+    max_off: usize,
+}
+
+impl<'a> IndirectGemm<'a> {
+    /// `None` if the CPU lacks VNNI or the shapes disagree.
+    pub(super) fn new(
+        base: &'a [i8],
+        qoff: &'a [usize],
+        packed: &'a PackedFilter<'a>,
+        e: &'a Epilogue<'a>,
+    ) -> Option<IndirectGemm<'a>> {
+        let n = packed.n;
+        let k4 = qoff.len();
+        let ok = has_avx512vnni()
+            && k4 * PACK_K == packed.k
+            && n <= MAX_N
+            && packed.data.len() == n.div_ceil(PACK_N) * k4 * PACK_N * PACK_K
+            && e.len() >= n.div_ceil(PACK_N) * PACK_N
+            && qoff.windows(2).all(|w| w[0] <= w[1]);
+        let span = qoff.last().copied().unwrap_or(0).checked_add(PACK_K)?;
+        let max_off = base.len().checked_sub(span)?;
+        ok.then_some(IndirectGemm { base, qoff, packed, e, max_off })
     }
-    let nb = n.div_ceil(PACK_N);
-    // SAFETY: features checked; every read base[offs[r] + qoff[q] .. +4] is
-    // in bounds (qoff is increasing and its last entry checked per row);
-    // packed/out lengths checked above.
-    unsafe {
-        let mut b = 0;
-        macro_rules! rows {
-            ($r:literal) => {{
-                while b + 1 < nb {
-                    block_indirect::<$r, 2>(base, offs, qoff, packed, e, out, b);
-                    b += 2;
-                }
-                if b < nb {
-                    block_indirect::<$r, 1>(base, offs, qoff, packed, e, out, b);
-                }
-            }};
+
+    /// `out = requant(patches · Wᵀ + corr)` for the rows whose windows start
+    /// at `offs` (1 ..= 8 of them). Returns false, writing nothing, if an
+    /// offset would leave `base` or `out` has the wrong length.
+    pub(super) fn run(&self, offs: &[usize], out: &mut [i8]) -> bool {
+        let n = self.packed.n;
+        let ok = (1..=super::MR_INDIRECT).contains(&offs.len())
+            && out.len() == offs.len() * n
+            && offs.iter().all(|&o| o <= self.max_off);
+        if !ok {
+            return false;
         }
-        match offs.len() {
-            8 => rows!(8),
-            7 => rows!(7),
-            6 => rows!(6),
-            5 => rows!(5),
-            4 => rows!(4),
-            3 => rows!(3),
-            2 => rows!(2),
-            _ => rows!(1),
+        let (base, qoff, packed, e) = (self.base, self.qoff, self.packed, self.e);
+        let nb = n.div_ceil(PACK_N);
+        // SAFETY: features checked in `new`; every read
+        // base[offs[r] + qoff[q] .. +4] is in bounds (qoff is increasing, so
+        // offs[r] + qoff[q] + 4 ≤ max_off + qoff.last() + 4 = base.len());
+        // packed/epilogue lengths checked in `new`, out's above.
+        unsafe {
+            let mut b = 0;
+            macro_rules! rows {
+                ($r:literal) => {{
+                    while b + 1 < nb {
+                        block_indirect::<$r, 2>(base, offs, qoff, packed, e, out, b);
+                        b += 2;
+                    }
+                    if b < nb {
+                        block_indirect::<$r, 1>(base, offs, qoff, packed, e, out, b);
+                    }
+                }};
+            }
+            match offs.len() {
+                8 => rows!(8),
+                7 => rows!(7),
+                6 => rows!(6),
+                5 => rows!(5),
+                4 => rows!(4),
+                3 => rows!(3),
+                2 => rows!(2),
+                _ => rows!(1),
+            }
         }
+        true
     }
-    true
 }
 
 /// [`block_vnni`] reading patches through offsets.
@@ -247,7 +269,7 @@ fn block_indirect<const R: usize, const B: usize>(
     }
     let mut acc = [[_mm512_setzero_si512(); B]; R];
     // SAFETY: weight blocks as in `block_vnni`; patch reads checked by the
-    // caller (`gemm_indirect_avx512vnni`).
+    // caller (`IndirectGemm::run`).
     unsafe {
         for (q, &qo) in qoff.iter().enumerate() {
             let mut wv = [_mm512_setzero_si512(); B];

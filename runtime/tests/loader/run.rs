@@ -376,3 +376,43 @@ fn owned_model_matches_a_borrowed_one() {
         assert_eq!(run(&m), run(&borrowed), "{name}");
     }
 }
+
+/// An interpreter given another model's `PackedWeights` runs its own model:
+/// the other model's decoded ops and tensor slots are not used (they would
+/// point into the wrong arena offsets), nor are packed weights whose shapes
+/// do not match, so the outputs equal those of a run without packed weights.
+#[test]
+fn packed_weights_of_another_model_are_not_used() {
+    let packages = crate::common::valid_packages();
+    let run = |model: &edgefleet_runtime::Model<'_>, packed: Option<&edgefleet_runtime::PackedWeights>| {
+        let mut arena = vec![0u8; model.arena_size()];
+        let mut it = edgefleet_runtime::Interpreter::new(model, &mut arena).expect("arena");
+        if let Some(p) = packed {
+            it = it.with_packed(p);
+        }
+        for k in 0..model.input_count() {
+            it.input_mut(k).expect("input").iter_mut().enumerate().for_each(|(j, v)| *v = (j as i8).wrapping_mul(7));
+        }
+        it.invoke().expect("runs");
+        (0..model.output_count()).map(|k| it.output(k).expect("output").to_vec()).collect::<Vec<_>>()
+    };
+    let mut pairs = 0;
+    for (a_name, a) in &packages {
+        let a_bytes = edgefleet_runtime::AlignedBytes::from_slice(a);
+        let a_model = edgefleet_runtime::Model::load(&a_bytes).expect("valid package");
+        let own = edgefleet_runtime::PackedWeights::for_model(&a_model);
+        let want = run(&a_model, Some(&own));
+        assert_eq!(run(&a_model, None), want, "{a_name}: packed and unpacked runs differ");
+        for (b_name, b) in &packages {
+            if a == b {
+                continue;
+            }
+            let b_bytes = edgefleet_runtime::AlignedBytes::from_slice(b);
+            let b_model = edgefleet_runtime::Model::load(&b_bytes).expect("valid package");
+            let foreign = edgefleet_runtime::PackedWeights::for_model(&b_model);
+            assert_eq!(run(&a_model, Some(&foreign)), want, "{a_name} run with {b_name}'s packed weights");
+            pairs += 1;
+        }
+    }
+    assert!(pairs >= 2, "needs at least two different packages, had {pairs} pairs");
+}
