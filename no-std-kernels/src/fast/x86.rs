@@ -164,7 +164,8 @@ fn block_vnni<const R: usize, const B: usize>(
 }
 
 /// The indirect GEMM of one layer: row `r`'s depth group `q` is the 4
-/// bytes at `base[offs[r] + qoff[q]]` (int8, flipped to `u8` in-register).
+/// bytes at `base[offs[r] + qoff[q]]`: `x + 128` as `u8` if `flipped`, else
+/// int8 (flipped in registers).
 /// What does not change between row groups (the CPU, the shapes, the group
 /// offsets increasing, the last one in `base` at offset 0) is checked once,
 /// by [`IndirectGemm::new`]; [`IndirectGemm::run`] then checks only its
@@ -172,6 +173,7 @@ fn block_vnni<const R: usize, const B: usize>(
 /// a model's run time).
 pub(super) struct IndirectGemm<'a> {
     base: &'a [i8],
+    flipped: bool,
     qoff: &'a [usize],
     packed: &'a PackedFilter<'a>,
     e: &'a Epilogue<'a>,
@@ -183,6 +185,7 @@ impl<'a> IndirectGemm<'a> {
     /// `None` if the CPU lacks VNNI or the shapes disagree.
     pub(super) fn new(
         base: &'a [i8],
+        flipped: bool,
         qoff: &'a [usize],
         packed: &'a PackedFilter<'a>,
         e: &'a Epilogue<'a>,
@@ -197,7 +200,7 @@ impl<'a> IndirectGemm<'a> {
             && qoff.windows(2).all(|w| w[0] <= w[1]);
         let span = qoff.last().copied().unwrap_or(0).checked_add(PACK_K)?;
         let max_off = base.len().checked_sub(span)?;
-        ok.then_some(IndirectGemm { base, qoff, packed, e, max_off })
+        ok.then_some(IndirectGemm { base, flipped, qoff, packed, e, max_off })
     }
 
     /// `out = requant(patches · Wᵀ + corr)` for the rows whose windows start
@@ -220,15 +223,16 @@ impl<'a> IndirectGemm<'a> {
         unsafe {
             let mut b = 0;
             macro_rules! rows {
-                ($r:literal) => {{
+                ($r:literal, $flip:literal) => {{
                     while b + 1 < nb {
-                        block_indirect::<$r, 2>(base, offs, qoff, packed, e, out, b);
+                        block_indirect::<$r, 2, $flip>(base, offs, qoff, packed, e, out, b);
                         b += 2;
                     }
                     if b < nb {
-                        block_indirect::<$r, 1>(base, offs, qoff, packed, e, out, b);
+                        block_indirect::<$r, 1, $flip>(base, offs, qoff, packed, e, out, b);
                     }
                 }};
+                ($r:literal) => {{ if self.flipped { rows!($r, false) } else { rows!($r, true) } }};
             }
             match offs.len() {
                 8 => rows!(8),
@@ -245,11 +249,12 @@ impl<'a> IndirectGemm<'a> {
     }
 }
 
-/// [`block_vnni`] reading patches through offsets.
+/// [`block_vnni`] reading patches through offsets (flipping int8 to `u8`
+/// in registers if `FLIP`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn block_indirect<const R: usize, const B: usize>(
+fn block_indirect<const R: usize, const B: usize, const FLIP: bool>(
     base: &[i8],
     offs: &[usize],
     qoff: &[usize],
@@ -277,8 +282,8 @@ fn block_indirect<const R: usize, const B: usize>(
                 *wv = _mm512_loadu_si512(w.add(((b0 + j) * k4 + q) * 64).cast());
             }
             for (r, acc) in acc.iter_mut().enumerate() {
-                let v = core::ptr::read_unaligned(rows[r].add(qo).cast::<i32>());
-                let a = _mm512_xor_si512(_mm512_set1_epi32(v), flip);
+                let v = _mm512_set1_epi32(core::ptr::read_unaligned(rows[r].add(qo).cast::<i32>()));
+                let a = if FLIP { _mm512_xor_si512(v, flip) } else { v };
                 for (acc, wv) in acc.iter_mut().zip(&wv) {
                     *acc = _mm512_dpbusd_epi32(*acc, a, *wv);
                 }
