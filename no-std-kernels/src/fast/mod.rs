@@ -330,16 +330,55 @@ pub fn prepare_epilogue(
     {
         return Err(KernelError::ShapeMismatch);
     }
-    let k = input_offset - 128;
-    for c in 0..len {
-        let i = if requant.multiplier.len() == 1 { 0 } else { c.min(n - 1) };
-        let live = c < n;
-        corr[c] = if live { bias.map_or(0, |b| b[c]).wrapping_add(k.wrapping_mul(packed.colsum[c])) } else { 0 };
-        multiplier[c] = if live { requant.multiplier[i] } else { 0 };
-        left_shift[c] = if live { requant.shift[i].max(0) } else { 0 };
-        right_shift[c] = if live { (-requant.shift[i]).max(0) } else { 0 };
-    }
+    fill_epilogue(
+        n,
+        bias,
+        Some((input_offset - 128, packed.colsum)),
+        &requant,
+        [corr, multiplier, left_shift, right_shift],
+    );
     Ok(())
+}
+
+/// Writes an output stage's tables (`[corr, multiplier, left shift, right
+/// shift]`, each at least `n` entries; zero past `n`): `corr` is the bias
+/// plus, if given, `k · colsum`; multipliers and shifts per channel or
+/// broadcast from per-tensor values. Arguments validated by the caller
+/// (bias and per-channel requantization have `n` entries, `colsum` at
+/// least `n`). Slice loops, which the compiler vectorises: this runs on
+/// every depthwise call.
+fn fill_epilogue(
+    n: usize,
+    bias: Option<&[i32]>,
+    colsum: Option<(i32, &[i32])>,
+    requant: &Requant<'_>,
+    [corr, multiplier, left_shift, right_shift]: [&mut [i32]; 4],
+) {
+    for t in [&mut *corr, &mut *multiplier, &mut *left_shift, &mut *right_shift] {
+        t[n..].fill(0);
+    }
+    let corr = &mut corr[..n];
+    match bias {
+        Some(b) => corr.copy_from_slice(&b[..n]),
+        None => corr.fill(0),
+    }
+    if let Some((k, colsum)) = colsum {
+        for (c, &s) in corr.iter_mut().zip(colsum) {
+            *c = c.wrapping_add(k.wrapping_mul(s));
+        }
+    }
+    let (m, ls, rs) = (&mut multiplier[..n], &mut left_shift[..n], &mut right_shift[..n]);
+    if let ([m0], [s0]) = (requant.multiplier, requant.shift) {
+        m.fill(*m0);
+        ls.fill((*s0).max(0));
+        rs.fill((-*s0).max(0));
+    } else {
+        m.copy_from_slice(&requant.multiplier[..n]);
+        for ((l, r), &s) in ls.iter_mut().zip(rs.iter_mut()).zip(requant.shift) {
+            *l = s.max(0);
+            *r = (-s).max(0);
+        }
+    }
 }
 
 impl<'a> PreparedEpilogue<'a> {
@@ -441,26 +480,25 @@ pub(crate) struct Epilogue<'a> {
 }
 
 impl<'a> Epilogue<'a> {
-    /// `n ≤ MAX_N` channels; `corr(c)` for `c < n`.
+    /// `n ≤ MAX_N` channels; `corr` is the bias plus, if given,
+    /// `k · colsum` (arguments validated by the caller).
     fn new(
         bufs: &'a mut EpilogueBufs,
         n: usize,
-        corr: impl Fn(usize) -> i32,
+        bias: Option<&[i32]>,
+        colsum: Option<(i32, &[i32])>,
         requant: &Requant<'_>,
         output_offset: i32,
         clamp: Clamp,
     ) -> Epilogue<'a> {
         let len = n.div_ceil(PACK_N) * PACK_N;
-        let at = |c: usize| if requant.multiplier.len() == 1 { 0 } else { c };
-        let shift = |c: usize| requant.shift[at(c)];
-        Epilogue {
-            corr: bufs.corr.init(len, |c| if c < n { corr(c) } else { 0 }),
-            multiplier: bufs.multiplier.init(len, |c| if c < n { requant.multiplier[at(c)] } else { 0 }),
-            left_shift: bufs.left_shift.init(len, |c| if c < n { shift(c).max(0) } else { 0 }),
-            right_shift: bufs.right_shift.init(len, |c| if c < n { (-shift(c)).max(0) } else { 0 }),
-            output_offset,
-            clamp,
-        }
+        let corr = bufs.corr.init(len, |_| 0);
+        let multiplier = bufs.multiplier.init(len, |_| 0);
+        let left_shift = bufs.left_shift.init(len, |_| 0);
+        let right_shift = bufs.right_shift.init(len, |_| 0);
+        let n = n.min(corr.len());
+        fill_epilogue(n, bias, colsum, requant, [&mut *corr, &mut *multiplier, &mut *left_shift, &mut *right_shift]);
+        Epilogue { corr, multiplier, left_shift, right_shift, output_offset, clamp }
     }
 
     /// The GEMM epilogue: bias + `(input_offset − 128) · colsum`.
@@ -473,9 +511,8 @@ impl<'a> Epilogue<'a> {
         output_offset: i32,
         clamp: Clamp,
     ) -> Epilogue<'a> {
-        let k = input_offset - 128;
-        let corr = |c: usize| bias.map_or(0, |b| b[c]).wrapping_add(k.wrapping_mul(packed.colsum[c]));
-        Epilogue::new(bufs, packed.n, corr, requant, output_offset, clamp)
+        let colsum = Some((input_offset - 128, packed.colsum));
+        Epilogue::new(bufs, packed.n, bias, colsum, requant, output_offset, clamp)
     }
 
     /// Entries available to SIMD loads.
@@ -1233,7 +1270,7 @@ pub fn depthwise_conv2d_i8_with(
 
     // Epilogue without the packed correction: `corr` is just the bias.
     let mut bufs = EpilogueBufs::new();
-    let e = Epilogue::new(&mut bufs, c, |ch| bias.map_or(0, |b| b[ch]), &requant, conv.output_offset, conv.clamp);
+    let e = Epilogue::new(&mut bufs, c, bias, None, &requant, conv.output_offset, conv.clamp);
     let g = DwGeom { input_dims, filter_dims, output_dims, p: *conv };
     match isa {
         #[cfg(target_arch = "x86_64")]
