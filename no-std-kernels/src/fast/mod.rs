@@ -1817,11 +1817,14 @@ mod tests {
     /// GEMM: layers too large for the property battery, each compared with
     /// the reference on every ISA this CPU has.
     #[test]
-    fn convolutions_larger_than_the_copy_buffer_match_the_reference() {
-        // (input h = w, channels, filter h = w, padding): 1x1 in place
-        // (55 KiB), 1x1 copied, 3x3 padded copy, 3x3 padded too large.
-        for (hw, c, f, pad) in [(48, 24, 1, 0), (16, 16, 1, 0), (20, 16, 3, 1), (52, 16, 3, 1)] {
-            let (n, k) = (20, f * f * c);
+    fn indirect_convolution_paths_match_the_reference() {
+        // (input h = w, channels, filter h = w, padding, filters): 1x1 in
+        // place (55 KiB), 1x1 copied, 3x3 padded copy, 3x3 padded too
+        // large; 8 filters on a 3-channel image (two pixels per register,
+        // 81 of them: the last pair has one).
+        let cases = [(48, 24, 1, 0, 20), (16, 16, 1, 0, 20), (20, 16, 3, 1, 20), (52, 16, 3, 1, 20), (7, 3, 3, 1, 8)];
+        for (hw, c, f, pad, n) in cases {
+            let k = f * f * c;
             let id = Dims4::new(1, hw, hw, c);
             let fd = Dims4::new(n, f, f, c);
             let oh = hw + 2 * pad - f + 1;
@@ -1852,7 +1855,7 @@ mod tests {
                 let mut got = vec![0i8; want.len()];
                 conv2d_i8_with(isa, &p, id, &input, fd, &filter, Some(&packed), Some(&bias), requant, od, &mut got)
                     .unwrap();
-                assert!(got == want, "{isa}: {hw}x{hw}x{c}, {f}x{f} filter, padding {pad}");
+                assert!(got == want, "{isa}: {hw}x{hw}x{c}, {n} {f}x{f} filters, padding {pad}");
             }
         }
     }

@@ -215,6 +215,18 @@ impl<'a> IndirectGemm<'a> {
             return false;
         }
         let (base, qoff, packed, e) = (self.base, self.qoff, self.packed, self.e);
+        if n == PACK_N / 2 && self.flipped {
+            // SAFETY: as below (the same reads and lengths).
+            unsafe {
+                match offs.len().div_ceil(2) {
+                    4 => block_pairs::<4>(base, offs, qoff, packed, e, out),
+                    3 => block_pairs::<3>(base, offs, qoff, packed, e, out),
+                    2 => block_pairs::<2>(base, offs, qoff, packed, e, out),
+                    _ => block_pairs::<1>(base, offs, qoff, packed, e, out),
+                }
+            }
+            return true;
+        }
         let nb = n.div_ceil(PACK_N);
         // SAFETY: features checked in `new`; every read
         // base[offs[r] + qoff[q] .. +4] is in bounds (qoff is increasing, so
@@ -291,6 +303,70 @@ fn block_indirect<const R: usize, const B: usize, const FLIP: bool>(
         }
     }
     store_blocks::<R, B>(&acc, n, e, out, b0);
+}
+
+/// [`block_indirect`] for a layer of 8 output channels (VWW's first
+/// convolution), whose one 16-lane block would leave half of every
+/// `vpdpbusd` and output stage idle: two pixels per register instead,
+/// lanes 0–7 the first one's channels and 8–15 the second's (the weights
+/// and output-stage constants duplicated into both halves), and their 16
+/// output bytes are contiguous. `offs` holds `2P − 1` or `2P` rows (an odd
+/// count computes the last row twice and stores it once); `base` holds
+/// flipped (`u8`) values. Reads and lengths checked by the caller.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+fn block_pairs<const P: usize>(
+    base: &[i8],
+    offs: &[usize],
+    qoff: &[usize],
+    packed: &PackedFilter<'_>,
+    e: &Epilogue,
+    out: &mut [i8],
+) {
+    let rows = offs.len();
+    let w = packed.data.as_ptr();
+    // Lanes 0–7 of a 16-lane vector copied into lanes 8–15.
+    let dup = |v: __m512i| _mm512_shuffle_i64x2::<0b01_00_01_00>(v, v);
+    let mut pix = [[base.as_ptr(); 2]; P];
+    for (p, pair) in pix.iter_mut().enumerate() {
+        for (h, ptr) in pair.iter_mut().enumerate() {
+            // SAFETY: offs[r] + last qoff + 4 ≤ base.len() (checked by the caller).
+            *ptr = unsafe { base.as_ptr().add(offs[(2 * p + h).min(rows - 1)]) };
+        }
+    }
+    let mut acc = [_mm512_setzero_si512(); P];
+    // SAFETY: the one weight block spans data[0 .. k4·64] (the caller
+    // checked its length); patch reads as in `block_indirect`.
+    unsafe {
+        for (q, &qo) in qoff.iter().enumerate() {
+            let wv = dup(_mm512_loadu_si512(w.add(q * 64).cast()));
+            for (acc, pair) in acc.iter_mut().zip(&pix) {
+                let lo = _mm256_set1_epi32(core::ptr::read_unaligned(pair[0].add(qo).cast::<i32>()));
+                let hi = _mm256_set1_epi32(core::ptr::read_unaligned(pair[1].add(qo).cast::<i32>()));
+                let a = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                *acc = _mm512_dpbusd_epi32(*acc, a, wv);
+            }
+        }
+    }
+    // SAFETY: the epilogue slices have ≥ 16 entries (checked by the caller).
+    let (corr, m, ls, rs) = unsafe {
+        (
+            dup(_mm512_loadu_si512(e.corr.as_ptr().cast())),
+            dup(_mm512_loadu_si512(e.multiplier.as_ptr().cast())),
+            dup(_mm512_loadu_si512(e.left_shift.as_ptr().cast())),
+            dup(_mm512_loadu_si512(e.right_shift.as_ptr().cast())),
+        )
+    };
+    let lo = _mm512_set1_epi32(i32::from(e.clamp.min));
+    let hi = _mm512_set1_epi32(i32::from(e.clamp.max));
+    let zp = _mm512_set1_epi32(e.output_offset);
+    for (p, acc) in acc.iter().enumerate() {
+        let v = requant512(_mm512_add_epi32(*acc, corr), m, ls, rs);
+        let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+        let mask: __mmask16 = if 2 * p + 1 < rows { 0xFFFF } else { 0x00FF };
+        // SAFETY: out has rows·8 bytes; pair p writes bytes 16p .. 16p + 8
+        // and, if its second row exists (2p + 1 < rows), 8 more.
+        unsafe { _mm_mask_storeu_epi8(out.as_mut_ptr().add(16 * p).cast(), mask, _mm512_cvtepi32_epi8(v)) };
+    }
 }
 
 /// The output stage of blocks `b0 .. b0 + B` for `R` rows.
