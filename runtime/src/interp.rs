@@ -331,10 +331,7 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
                         a.get(r.clone()).ok_or(KernelError::ShapeMismatch)?,
                         b.get(r).ok_or(KernelError::ShapeMismatch)?,
                     );
-                    match table {
-                        Some(t) => fast::add_i8_table(t, a, b, out),
-                        None => fast::add_i8(&p, a, b, out),
-                    }
+                    fast::add_i8_prepared(&p, table, a, b, out)
                 };
                 if a.len() == output.len() && b.len() == output.len() {
                     parallel::elements(par, output, add)

@@ -1440,6 +1440,30 @@ pub fn add_i8_table(table: &[i8], input1: &[i8], input2: &[i8], output: &mut [i8
     Ok(())
 }
 
+/// An add given the table [`prepare_add_table`] built at load time, if
+/// any: AVX-512 with VBMI computes it faster per call, without the table
+/// (byte-plane lookups, [`add_i8_with`]); otherwise the table, else
+/// [`add_i8`]. Bit-identical to the reference either way.
+///
+/// # Errors
+/// As [`add_i8`] and [`add_i8_table`].
+pub fn add_i8_prepared(
+    p: &AddParams,
+    table: Option<&[i8]>,
+    input1: &[i8],
+    input2: &[i8],
+    output: &mut [i8],
+) -> Result<(), KernelError> {
+    #[cfg(target_arch = "x86_64")]
+    if active() == Isa::Avx512Vnni && x86::has_avx512vbmi() {
+        return add_i8_with(Isa::Avx512Vnni, p, input1, input2, output);
+    }
+    match table {
+        Some(t) => add_i8_table(t, input1, input2, output),
+        None => add_i8(p, input1, input2, output),
+    }
+}
+
 /// The reference's argument checks of `add_i8`, in its order.
 #[cfg_attr(not(any(target_arch = "x86_64", edgefleet_dsp)), allow(dead_code))]
 fn check_add(p: &AddParams, input1: &[i8], input2: &[i8], output: &[i8]) -> Result<(), KernelError> {

@@ -46,6 +46,19 @@ pub(super) fn has_avx512vnni() -> bool {
     }
 }
 
+/// [`has_avx512vnni`] and AVX-512 VBMI (byte permutes: the add's table
+/// lookups).
+pub(super) fn has_avx512vbmi() -> bool {
+    #[cfg(feature = "std")]
+    {
+        has_avx512vnni() && std::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        has_avx512vnni() && cfg!(target_feature = "avx512vbmi")
+    }
+}
+
 /// The arguments the GEMM micro-kernels rely on, checked once per call.
 fn gemm_args_ok(patches: &[u8], kp: usize, mr: usize, packed: &PackedFilter<'_>, e: &Epilogue, out: &[i8]) -> bool {
     let n = packed.n;
@@ -1214,9 +1227,89 @@ pub(super) fn add_avx512(p: &crate::reference::AddParams, a: &[i8], b: &[i8], ou
         let _ = crate::reference::add_i8(p, a, b, out);
         return;
     }
-    // SAFETY: the CPU has the features; all three slices have out.len()
-    // elements and the masked loads/stores stay below it.
-    unsafe { add512(p, a, b, out) }
+    // SAFETY: the CPU has the features (VBMI checked for the first); all
+    // three slices have out.len() elements and the masked loads/stores stay
+    // below it.
+    unsafe { if has_avx512vbmi() { add512_vbmi(p, a, b, out) } else { add512(p, a, b, out) } }
+}
+
+/// Elementwise int8 ADD by byte-table lookups. Each input's rescaled term
+/// (`RDP(SRDHM((x + offset) << left_shift, m), r)`, an i32) depends only
+/// on its int8 value: both 256-entry tables are computed first, with the
+/// kernel's own vector arithmetic, and kept as four byte planes each. Per
+/// 64 elements, a plane lookup is two `vpermi2b` (128 entries each) and a
+/// blend on the index's top bit; the four planes interleaved
+/// (`interleave4`) rebuild the i32 terms in the lane order the depthwise
+/// kernel uses, the output stage runs on their sum, and the saturating
+/// packs put the bytes back in order. Three requantizations per element
+/// become one per element plus byte permutes (the 64 KiB pair table's
+/// gathers missed L1).
+///
+/// Exactness: the terms are those of [`add512`] (same arithmetic), the sum
+/// wraps as the reference's does, `+ zp` wraps in 32 bits, and
+/// `sat8(sat16(v))` then the clamp equals `clamp(v)` (the clamp lies inside
+/// int8).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2")]
+fn add512_vbmi(p: &crate::reference::AddParams, a: &[i8], b: &[i8], out: &mut [i8]) {
+    let zero = _mm512_setzero_si512();
+    let ls = _mm512_set1_epi32(p.left_shift);
+    // planes[input][byte][value as u8]
+    let mut planes = [[[0u8; 256]; 4]; 2];
+    let inputs = [
+        (p.input1_offset, p.input1_multiplier, p.input1_shift),
+        (p.input2_offset, p.input2_multiplier, p.input2_shift),
+    ];
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (table, &(off, m, shift)) in planes.iter_mut().zip(&inputs) {
+        let (off, m, r) = (_mm512_set1_epi32(off), _mm512_set1_epi32(m), _mm512_set1_epi32(-shift));
+        for chunk in 0..16 {
+            // Indices 16·chunk.. as u8, their int8 values sign-extended.
+            let idx = _mm512_add_epi32(_mm512_set1_epi32(16 * chunk as i32), iota);
+            let x = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(idx));
+            let t = requant512(_mm512_sllv_epi32(_mm512_add_epi32(x, off), ls), m, zero, r);
+            for (j, plane) in table.iter_mut().enumerate() {
+                let bytes = _mm512_cvtepi32_epi8(_mm512_srlv_epi32(t, _mm512_set1_epi32(8 * j as i32)));
+                // SAFETY: 16 bytes at 16·chunk ≤ 240 of a 256-byte plane.
+                unsafe { _mm_storeu_si128(plane.as_mut_ptr().add(16 * chunk).cast(), bytes) };
+            }
+        }
+    }
+    let (mo, ro) = (_mm512_set1_epi32(p.output_multiplier), _mm512_set1_epi32(-p.output_shift));
+    let zp = _mm512_set1_epi32(p.output_offset);
+    let lo = _mm512_set1_epi8(p.clamp.min);
+    let hi = _mm512_set1_epi8(p.clamp.max);
+    // One plane's 256 entries looked up for 64 indices.
+    let lookup = |plane: &[u8; 256], idx: __m512i, top: __mmask64| {
+        // SAFETY: four 64-byte loads inside the 256-byte plane.
+        let t: [__m512i; 4] =
+            core::array::from_fn(|q| unsafe { _mm512_loadu_si512(plane.as_ptr().add(64 * q).cast()) });
+        let low = _mm512_permutex2var_epi8(t[0], idx, t[1]);
+        let high = _mm512_permutex2var_epi8(t[2], idx, t[3]);
+        _mm512_mask_blend_epi8(top, low, high)
+    };
+    let n = out.len();
+    let mut i = 0;
+    while i < n {
+        let lanes = (n - i).min(64);
+        let mask: __mmask64 = if lanes == 64 { !0 } else { (1u64 << lanes) - 1 };
+        // SAFETY: masked loads and stores of lanes < n − i, inside all three
+        // slices (equal lengths, checked by the caller).
+        unsafe {
+            let xa = _mm512_maskz_loadu_epi8(mask, a.as_ptr().add(i).cast());
+            let xb = _mm512_maskz_loadu_epi8(mask, b.as_ptr().add(i).cast());
+            let (ta, tb) = (_mm512_movepi8_mask(xa), _mm512_movepi8_mask(xb));
+            let va = interleave4(core::array::from_fn(|j| lookup(&planes[0][j], xa, ta)));
+            let vb = interleave4(core::array::from_fn(|j| lookup(&planes[1][j], xb, tb)));
+            let r: [__m512i; 4] = core::array::from_fn(|k| {
+                _mm512_add_epi32(requant512(_mm512_add_epi32(va[k], vb[k]), mo, zero, ro), zp)
+            });
+            let p01 = _mm512_packs_epi32(r[0], r[1]);
+            let p23 = _mm512_packs_epi32(r[2], r[3]);
+            let v = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(p01, p23), lo), hi);
+            _mm512_mask_storeu_epi8(out.as_mut_ptr().add(i).cast(), mask, v);
+        }
+        i += 64;
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
