@@ -944,7 +944,8 @@ fn conv_indirect(
         let Some(size) = input_dims.n.checked_mul(hp * wp * cp).filter(|&s| s <= MAX_PADDED) else {
             return false;
         };
-        let zp = (-p.input_offset) as i8;
+        // Written flipped (`x + 128` as `u8`), the padding too.
+        let zp = (-p.input_offset) as i8 ^ i8::MIN;
         let dst = buf.as_mut_ptr().cast::<i8>();
         let (pt, pl) = p.padding;
         let zpb = zp as u8;
@@ -968,14 +969,17 @@ fn conv_indirect(
                     core::ptr::write_bytes(dst.add(row), zpb, x_lo * cp);
                     let d = dst.add(row + x_lo * cp);
                     if cp == c {
-                        core::ptr::copy_nonoverlapping(src.as_ptr(), d, src.len());
+                        for (i, &v) in src.iter().enumerate() {
+                            *d.add(i) = v ^ i8::MIN;
+                        }
                     } else if c == 3 && cp == 4 {
                         // Images: 3 channels widened to 4 with SSSE3.
-                        x86::widen3to4(src, core::slice::from_raw_parts_mut(d, src.len() / 3 * 4), zp);
+                        let widened = core::slice::from_raw_parts_mut(d, src.len() / 3 * 4);
+                        x86::widen3to4_flipped(src, widened, zp ^ i8::MIN);
                     } else {
                         for (x, px) in src.chunks_exact(c).enumerate() {
                             for (ch, &v) in px.iter().enumerate() {
-                                *d.add(x * cp + ch) = v;
+                                *d.add(x * cp + ch) = v ^ i8::MIN;
                             }
                             for ch in c..cp {
                                 *d.add(x * cp + ch) = zp;
@@ -987,10 +991,7 @@ fn conv_indirect(
             }
         }
         // SAFETY: every byte of [0, size) was written above.
-        let padded = unsafe { core::slice::from_raw_parts_mut(dst, size) };
-        for v in padded.iter_mut() {
-            *v ^= i8::MIN;
-        }
+        let padded = unsafe { core::slice::from_raw_parts(dst, size) };
         (padded, true)
     };
     let (oh, ow) = (output_dims.h, output_dims.w);

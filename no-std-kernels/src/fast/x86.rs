@@ -1149,9 +1149,10 @@ fn depthwise512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &
     }
 }
 
-/// Pixels of 3 values widened to 4, the 4th `pad`: `dst.len() == src.len()
-/// / 3 · 4`. Four pixels per `pshufb` (AVX2 implies SSSE3).
-pub(super) fn widen3to4(src: &[i8], dst: &mut [i8], pad: i8) {
+/// Pixels of 3 values widened to 4, the 4th `pad`, every byte flipped
+/// (`^ 0x80`: the `u8` the indirect GEMM reads): `dst.len() == src.len() /
+/// 3 · 4`. Four pixels per `pshufb` (AVX2 implies SSSE3).
+pub(super) fn widen3to4_flipped(src: &[i8], dst: &mut [i8], pad: i8) {
     let pixels = dst.len() / 4;
     let mut x = 0;
     if has_avx2() && src.len() >= 3 * pixels {
@@ -1160,8 +1161,10 @@ pub(super) fn widen3to4(src: &[i8], dst: &mut [i8], pad: i8) {
     }
     // Vector steps read 16 bytes at 3·x: the last pixels go scalar.
     for x in x..pixels {
-        dst[4 * x..4 * x + 3].copy_from_slice(&src[3 * x..3 * x + 3]);
-        dst[4 * x + 3] = pad;
+        for (d, &v) in dst[4 * x..4 * x + 3].iter_mut().zip(&src[3 * x..3 * x + 3]) {
+            *d = v ^ i8::MIN;
+        }
+        dst[4 * x + 3] = pad ^ i8::MIN;
     }
 }
 
@@ -1170,13 +1173,14 @@ pub(super) fn widen3to4(src: &[i8], dst: &mut [i8], pad: i8) {
 fn widen3to4_ssse3(src: &[i8], dst: &mut [i8], pad: i8, pixels: usize) -> usize {
     let shuf = _mm_setr_epi8(0, 1, 2, -128, 3, 4, 5, -128, 6, 7, 8, -128, 9, 10, 11, -128);
     let padv = _mm_setr_epi8(0, 0, 0, pad, 0, 0, 0, pad, 0, 0, 0, pad, 0, 0, 0, pad);
+    let flip = _mm_set1_epi8(i8::MIN);
     let mut x = 0;
     while x + 4 <= pixels && 3 * x + 16 <= src.len() && 4 * x + 16 <= dst.len() {
         // SAFETY: src[3x .. 3x + 16] and dst[4x .. 4x + 16] are in bounds
         // (loop condition).
         unsafe {
             let v = _mm_loadu_si128(src.as_ptr().add(3 * x).cast());
-            let w = _mm_or_si128(_mm_shuffle_epi8(v, shuf), padv);
+            let w = _mm_xor_si128(_mm_or_si128(_mm_shuffle_epi8(v, shuf), padv), flip);
             _mm_storeu_si128(dst.as_mut_ptr().add(4 * x).cast(), w);
         }
         x += 4;
