@@ -696,11 +696,17 @@ fn depthwise512_dot(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, outpu
     if fh * row > DW_ROWS {
         return false;
     }
-    // Tap offsets in the padded rows.
+    // One image whose padded copy fits is copied once (`whole`), not the
+    // `fh` rows of each output row for each 64-channel block (4 × 3 copies
+    // of every input row on a 256-channel layer).
+    let hp = (pt + id.h).max((od.h - 1) * sy + (fh - 1) * dh + 1);
+    let whole = od.n == 1 && hp * row <= DW_ROWS;
+    let row_step = if whole { dh * row } else { row };
+    // Tap offsets from a window's first row in the buffer.
     let mut toff = [0usize; DOT_TAPS];
     for ky in 0..fh {
         for kx in 0..fw {
-            toff[ky * fw + kx] = ky * row + kx * dw * c;
+            toff[ky * fw + kx] = ky * row_step + kx * dw * c;
         }
     }
     let groups = taps.div_ceil(4);
@@ -709,7 +715,20 @@ fn depthwise512_dot(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, outpu
     let lo8 = _mm512_set1_epi8(e.clamp.min);
     let hi8 = _mm512_set1_epi8(e.clamp.max);
     let mut buf = super::Scratch::<u8, DW_ROWS>::new();
-    let rows = buf.init(fh * row, |_| pad);
+    let rows = buf.init(if whole { hp * row } else { fh * row }, |_| pad);
+    // Padded row `dst` of input row `iy` of image `b` (`None`: padding).
+    let fill = |dst: &mut [u8], b: usize, iy: Option<usize>| match iy {
+        None => dst.fill(pad),
+        Some(iy) => {
+            let src = &input[(b * id.h + iy) * id.w * c..][..id.w * c];
+            dst[..pl * c].fill(pad);
+            for (d, &x) in dst[pl * c..(pl + id.w) * c].iter_mut().zip(src) {
+                *d = (x as u8) ^ 0x80;
+            }
+            dst[(pl + id.w) * c..].fill(pad);
+        }
+    };
+    let in_image = |y: usize| y.checked_sub(pt).filter(|&iy| iy < id.h);
     // Vectors per output row and where each starts: flat rows step 64
     // elements; otherwise pixels × 64-channel blocks.
     let blocks = if flat { 1 } else { c / 64 };
@@ -775,22 +794,20 @@ fn depthwise512_dot(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, outpu
         });
         let corr: [__m512i; 4] =
             core::array::from_fn(|k| _mm512_add_epi32(bias[k], _mm512_mullo_epi32(off128, wsum[k])));
+        if whole && blk == 0 {
+            for y in 0..hp {
+                fill(&mut rows[y * row..][..row], 0, in_image(y));
+            }
+        }
         for b in 0..od.n {
             for oy in 0..od.h {
-                for ky in 0..fh {
-                    let dst = &mut rows[ky * row..][..row];
-                    match (oy * sy + ky * dh).checked_sub(pt).filter(|&iy| iy < id.h) {
-                        None => dst.fill(pad),
-                        Some(iy) => {
-                            let src = &input[(b * id.h + iy) * id.w * c..][..id.w * c];
-                            dst[..pl * c].fill(pad);
-                            for (d, &x) in dst[pl * c..(pl + id.w) * c].iter_mut().zip(src) {
-                                *d = (x as u8) ^ 0x80;
-                            }
-                            dst[(pl + id.w) * c..].fill(pad);
-                        }
+                if !whole {
+                    for ky in 0..fh {
+                        fill(&mut rows[ky * row..][..row], b, in_image(oy * sy + ky * dh));
                     }
                 }
+                // Where this output row's windows start in the buffer.
+                let base = if whole { oy * sy * row } else { 0 };
                 let out_row = &mut output[(b * od.h + oy) * od.w * c..][..od.w * c];
                 let mut step = |inp: usize, out: usize, n: usize| {
                     let mask: __mmask64 = if n >= 64 { !0 } else { (1u64 << n) - 1 };
@@ -801,9 +818,10 @@ fn depthwise512_dot(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, outpu
                             let t = gi * 4 + i;
                             if t < taps {
                                 // SAFETY: masked loads of lanes < n at inp +
-                                // toff[t] + lane < fh·row (the window of the
-                                // vector's last element ends inside the
-                                // padded rows).
+                                // toff[t] + lane < the buffer's length (the
+                                // window of the vector's last element ends
+                                // inside the padded rows: `fh` of them, or
+                                // the whole image's `hp` from `base` on).
                                 unsafe { _mm512_maskz_loadu_epi8(mask, rows.as_ptr().add(inp + toff[t]).cast()) }
                             } else {
                                 _mm512_setzero_si512()
@@ -829,12 +847,12 @@ fn depthwise512_dot(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, outpu
                     let n = od.w * c;
                     let mut j = 0;
                     while j < n {
-                        step(j, j, (n - j).min(64));
+                        step(base + j, j, (n - j).min(64));
                         j += 64;
                     }
                 } else {
                     for ox in 0..od.w {
-                        step(ox * sx * c + c0, ox * c + c0, 64);
+                        step(base + ox * sx * c + c0, ox * c + c0, 64);
                     }
                 }
             }
