@@ -456,7 +456,8 @@ pub struct PoolCase {
 /// Random pools.
 pub fn pool_case() -> impl Strategy<Value = PoolCase> {
     (
-        (1usize..=2, 1usize..=9, 1usize..=9, 1usize..=4),
+        // Channels: a few, or enough for several 16- and 64-lane blocks.
+        (1usize..=2, 1usize..=9, 1usize..=9, prop_oneof![1usize..=4, 1usize..=140]),
         (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3),
         (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3),
         clamp(),

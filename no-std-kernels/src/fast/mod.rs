@@ -1535,6 +1535,10 @@ pub fn average_pool_i8_with(
             return Err(KernelError::InvalidParameter);
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && x86::average_pool_avx512(p, input_dims, input, output_dims, output) {
+        return Ok(());
+    }
     let mut abuf = Scratch::<i32, MAX_N>::new();
     let acc = abuf.init(c, |_| 0);
     for b in 0..output_dims.n {
@@ -1548,9 +1552,7 @@ pub fn average_pool_i8_with(
                     for fx in x0..x1 {
                         let ix = ox * p.stride.1 + fx - p.padding.1;
                         let row = &input[((b * input_dims.h + iy) * input_dims.w + ix) * c..][..c];
-                        for (a, &v) in acc.iter_mut().zip(row) {
-                            *a += i32::from(v);
-                        }
+                        accumulate(isa, acc, row);
                     }
                 }
                 let n = ((y1 - y0) * (x1 - x0)) as i32;
@@ -1563,6 +1565,20 @@ pub fn average_pool_i8_with(
         }
     }
     Ok(())
+}
+
+/// `acc[c] += x[c]`.
+#[inline]
+fn accumulate(isa: Isa, acc: &mut [i32], x: &[i8]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => x86::accumulate_avx2(acc, x),
+        _ => {
+            for (a, &x) in acc.iter_mut().zip(x) {
+                *a += i32::from(x);
+            }
+        }
+    }
 }
 
 /// `acc[c] += w[c] · (x[c] + input_offset)`, wrapping.
@@ -1673,6 +1689,10 @@ mod battery_adapters {
         average_pool_i8_with(Isa::Avx2, p, id, x, od, o)
     }
 
+    pub fn avg_pool_avx512(p: &PoolParams, id: Dims4, x: &[i8], od: Dims4, o: &mut [i8]) -> Result<(), KernelError> {
+        average_pool_i8_with(Isa::Avx512Vnni, p, id, x, od, o)
+    }
+
     pub fn add_avx512(p: &AddParams, a: &[i8], b: &[i8], o: &mut [i8]) -> Result<(), KernelError> {
         add_i8_with(Isa::Avx512Vnni, p, a, b, o)
     }
@@ -1762,6 +1782,7 @@ crate::kernel_battery!(avx2_vs_reference, {
 });
 #[cfg(test)]
 crate::kernel_battery!(avx512vnni_vs_reference, {
+    average_pool: super::battery_adapters::avg_pool_avx512,
     conv2d: super::battery_adapters::conv_avx512,
     depthwise_conv2d: super::battery_adapters::dw_avx512,
     fully_connected: super::battery_adapters::fc_avx512,
@@ -1881,6 +1902,32 @@ mod tests {
                 conv2d_i8_with(isa, &p, id, &input, fd, &filter, Some(&packed), Some(&bias), requant, od, &mut got)
                     .unwrap();
                 assert!(got == want, "{isa}: {hw}x{hw}x{c}, {n} {f}x{f} filters, padding {pad}");
+            }
+        }
+    }
+
+    /// Global average pooling as the models use it (whole-map windows of
+    /// up to 4,096 pixels, where the rounding division sees large counts),
+    /// on every ISA this CPU has, against the reference; uniform maps at
+    /// both int8 extremes and a pseudo-random one.
+    #[test]
+    fn global_average_pools_match_the_reference() {
+        for (h, w, c) in [(25, 5, 64), (64, 64, 16), (3, 3, 260)] {
+            let id = Dims4::new(1, h, w, c);
+            let od = Dims4::new(1, 1, 1, c);
+            let p =
+                PoolParams { filter: (h, w), stride: (1, 1), padding: (0, 0), clamp: Clamp { min: -128, max: 127 } };
+            let n = id.elements().unwrap();
+            let maps: [Vec<i8>; 3] =
+                [vec![127; n], vec![-128; n], (0..n).map(|i| ((i * 7919 + i / 3) % 256) as u8 as i8).collect()];
+            for input in maps {
+                let mut want = vec![0i8; c];
+                reference::average_pool_i8(&p, id, &input, od, &mut want).unwrap();
+                for isa in all_supported() {
+                    let mut got = vec![0i8; c];
+                    average_pool_i8_with(isa, &p, id, &input, od, &mut got).unwrap();
+                    assert!(got == want, "{isa}: {h}x{w}x{c}");
+                }
             }
         }
     }

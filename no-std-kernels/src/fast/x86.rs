@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use super::{DwGeom, Epilogue, MAX_K, MAX_N, MR, PACK_K, PACK_N, PackedFilter};
+use crate::Dims4;
 use core::arch::x86_64::*;
 
 /// AVX2 is available (probed at run time with `std`, else the build's
@@ -559,6 +560,121 @@ fn store_low(v: __m128i, dst: &mut [i8]) {
     let word = _mm_cvtsi128_si64(v).to_le_bytes();
     for (d, &s) in dst.iter_mut().zip(&word) {
         *d = s as i8;
+    }
+}
+
+/// Average pooling (arguments validated by the caller) with 64 channels a
+/// step: the window's int8 rows summed in four 16-lane accumulators, the
+/// mean rounded half away from zero (`(acc ± n/2) / n`, truncating) by an
+/// `f64` division, which is exact here (`|acc ± n/2| / n ≤ 128.5`, so the
+/// quotient's rounding error, ≤ 2^-45, never crosses an integer: a
+/// non-integer quotient is at least `1/n ≥ 2^-23` from one). Returns false
+/// (nothing written) without AVX-512 or on a length mismatch.
+pub(super) fn average_pool_avx512(
+    p: &crate::reference::PoolParams,
+    id: Dims4,
+    input: &[i8],
+    od: Dims4,
+    output: &mut [i8],
+) -> bool {
+    let ok = has_avx512vnni()
+        && id.c == od.c
+        && id.n == od.n
+        && Some(input.len()) == id.elements()
+        && Some(output.len()) == od.elements()
+        && p.filter.0.saturating_mul(p.filter.1) <= crate::reference::MAX_AVERAGE_POOL_WINDOW;
+    if ok {
+        // SAFETY: the CPU has the features; lengths match the shapes.
+        unsafe { avg_pool512(p, id, input, od, output) };
+    }
+    ok
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+fn avg_pool512(p: &crate::reference::PoolParams, id: Dims4, input: &[i8], od: Dims4, output: &mut [i8]) {
+    let window = crate::reference::common::pool_window;
+    let c = id.c;
+    let lo = _mm512_set1_epi32(i32::from(p.clamp.min));
+    let hi = _mm512_set1_epi32(i32::from(p.clamp.max));
+    let zero = _mm512_setzero_si512();
+    for b in 0..od.n {
+        for oy in 0..od.h {
+            let (y0, y1) = window(oy, p.stride.0, p.padding.0, p.filter.0, id.h);
+            for ox in 0..od.w {
+                let (x0, x1) = window(ox, p.stride.1, p.padding.1, p.filter.1, id.w);
+                let n = ((y1 - y0) * (x1 - x0)) as i32;
+                let (nd, half) = (_mm512_set1_pd(f64::from(n)), _mm512_set1_epi32(n / 2));
+                let o = ((b * od.h + oy) * od.w + ox) * c;
+                let mut c0 = 0;
+                while c0 < c {
+                    let lanes = (c - c0).min(64);
+                    let mask: __mmask64 = if lanes == 64 { !0 } else { (1u64 << lanes) - 1 };
+                    let mut acc = [zero; 4];
+                    for fy in y0..y1 {
+                        let iy = oy * p.stride.0 + fy - p.padding.0;
+                        for fx in x0..x1 {
+                            let ix = ox * p.stride.1 + fx - p.padding.1;
+                            let at = ((b * id.h + iy) * id.w + ix) * c + c0;
+                            // SAFETY: lanes < c − c0 of pixel (iy, ix), a
+                            // pixel of the image (the window is clipped).
+                            let v = unsafe { _mm512_maskz_loadu_epi8(mask, input.as_ptr().add(at).cast()) };
+                            let parts = [
+                                _mm512_castsi512_si128(v),
+                                _mm512_extracti32x4_epi32::<1>(v),
+                                _mm512_extracti32x4_epi32::<2>(v),
+                                _mm512_extracti32x4_epi32::<3>(v),
+                            ];
+                            for (a, part) in acc.iter_mut().zip(parts) {
+                                *a = _mm512_add_epi32(*a, _mm512_cvtepi8_epi32(part));
+                            }
+                        }
+                    }
+                    for (k, a) in acc.iter().enumerate() {
+                        // a > 0 ? a + n/2 : a − n/2, then truncating division.
+                        let positive = _mm512_cmpgt_epi32_mask(*a, zero);
+                        let x = _mm512_mask_add_epi32(_mm512_sub_epi32(*a, half), positive, *a, half);
+                        let q_lo =
+                            _mm512_cvttpd_epi32(_mm512_div_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(x)), nd));
+                        let q_hi = _mm512_cvttpd_epi32(_mm512_div_pd(
+                            _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64::<1>(x)),
+                            nd,
+                        ));
+                        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q_lo), q_hi);
+                        let q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);
+                        let m = (mask >> (16 * k)) as __mmask16;
+                        // SAFETY: lanes < c − c0 − 16k of output pixel o.
+                        unsafe {
+                            _mm_mask_storeu_epi8(
+                                output.as_mut_ptr().add(o + c0 + 16 * k).cast(),
+                                m,
+                                _mm512_cvtepi32_epi8(q),
+                            )
+                        };
+                    }
+                    c0 += 64;
+                }
+            }
+        }
+    }
+}
+
+/// `acc[c] += x[c]` (a pooling window's sum), 8 channels a step.
+pub(super) fn accumulate_avx2(acc: &mut [i32], x: &[i8]) {
+    if !has_avx2() {
+        for (a, &x) in acc.iter_mut().zip(x) {
+            *a += i32::from(x);
+        }
+        return;
+    }
+    // SAFETY: AVX2 checked above.
+    unsafe { accumulate(acc, x) }
+}
+
+#[target_feature(enable = "avx2")]
+fn accumulate(acc: &mut [i32], x: &[i8]) {
+    // The compiler's own vectorisation, with AVX2's sign extension.
+    for (a, &x) in acc.iter_mut().zip(x) {
+        *a += i32::from(x);
     }
 }
 
