@@ -381,6 +381,11 @@ fn fill_epilogue(
     }
 }
 
+/// Whether any value is not zero (a fold the compiler vectorises).
+fn any_nonzero(v: &[i32]) -> bool {
+    v.iter().fold(0, |acc, &x| acc | x) != 0
+}
+
 impl<'a> PreparedEpilogue<'a> {
     /// The epilogue, if this was prepared for `n` channels and `input_offset`.
     fn epilogue(&self, n: usize, input_offset: i32, output_offset: i32, clamp: Clamp) -> Option<Epilogue<'a>> {
@@ -394,6 +399,7 @@ impl<'a> PreparedEpilogue<'a> {
             multiplier: self.multiplier,
             left_shift: self.left_shift,
             right_shift: self.right_shift,
+            shifts_left: any_nonzero(self.left_shift),
             output_offset,
             clamp,
         })
@@ -475,6 +481,9 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) multiplier: &'a [i32],
     pub(crate) left_shift: &'a [i32],
     pub(crate) right_shift: &'a [i32],
+    /// Some `left_shift` is not zero (the SIMD output stages skip the
+    /// variable left shift otherwise).
+    pub(crate) shifts_left: bool,
     pub(crate) output_offset: i32,
     pub(crate) clamp: Clamp,
 }
@@ -498,7 +507,8 @@ impl<'a> Epilogue<'a> {
         let right_shift = bufs.right_shift.init(len, |_| 0);
         let n = n.min(corr.len());
         fill_epilogue(n, bias, colsum, requant, [&mut *corr, &mut *multiplier, &mut *left_shift, &mut *right_shift]);
-        Epilogue { corr, multiplier, left_shift, right_shift, output_offset, clamp }
+        let shifts_left = any_nonzero(left_shift);
+        Epilogue { corr, multiplier, left_shift, right_shift, shifts_left, output_offset, clamp }
     }
 
     /// The GEMM epilogue: bias + `(input_offset − 128) · colsum`.

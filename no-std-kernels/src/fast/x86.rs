@@ -168,7 +168,7 @@ fn block_vnni<const R: usize, const B: usize>(
         };
         let mask: __mmask16 = if lanes == PACK_N { 0xFFFF } else { (1u16 << lanes) - 1 };
         for (r, acc) in acc.iter().enumerate() {
-            let v = requant512(_mm512_add_epi32(acc[j], corr), m, ls, rs);
+            let v = requant512_for(e.shifts_left, _mm512_add_epi32(acc[j], corr), m, ls, rs);
             let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
             let bytes = _mm512_cvtepi32_epi8(v);
             // SAFETY: out has R·n bytes; row r, channels c0..c0+lanes.
@@ -374,7 +374,7 @@ fn block_pairs<const P: usize>(
     let hi = _mm512_set1_epi32(i32::from(e.clamp.max));
     let zp = _mm512_set1_epi32(e.output_offset);
     for (p, acc) in acc.iter().enumerate() {
-        let v = requant512(_mm512_add_epi32(*acc, corr), m, ls, rs);
+        let v = requant512_for(e.shifts_left, _mm512_add_epi32(*acc, corr), m, ls, rs);
         let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
         let mask: __mmask16 = if 2 * p + 1 < rows { 0xFFFF } else { 0x00FF };
         // SAFETY: out has rows·8 bytes; pair p writes bytes 16p .. 16p + 8
@@ -416,7 +416,7 @@ fn store_blocks<const R: usize, const B: usize>(
             if (r + 1) * n > out.len() {
                 break;
             }
-            let v = requant512(_mm512_add_epi32(acc[j], corr), m, ls, rs);
+            let v = requant512_for(e.shifts_left, _mm512_add_epi32(acc[j], corr), m, ls, rs);
             let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
             let bytes = _mm512_cvtepi32_epi8(v);
             // SAFETY: (r + 1)·n ≤ out.len(); channels c0..c0+lanes ≤ n.
@@ -435,7 +435,24 @@ fn store_blocks<const R: usize, const B: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 #[inline]
 fn requant512(x: __m512i, m: __m512i, ls: __m512i, rs: __m512i) -> __m512i {
-    let x = _mm512_sllv_epi32(x, ls);
+    requant512_ls::<true>(x, m, ls, rs)
+}
+
+/// [`requant512`] for an output stage that has left shifts (`left`, see
+/// [`Epilogue::shifts_left`]) or not: most layers have none, and the
+/// variable shift is among the costliest instructions of the output stage.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+fn requant512_for(left: bool, x: __m512i, m: __m512i, ls: __m512i, rs: __m512i) -> __m512i {
+    if left { requant512_ls::<true>(x, m, ls, rs) } else { requant512_ls::<false>(x, m, ls, rs) }
+}
+
+/// [`requant512`], the left shift done only if `LS` (with `LS = false`,
+/// `ls` must be zero in every lane).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+fn requant512_ls<const LS: bool>(x: __m512i, m: __m512i, ls: __m512i, rs: __m512i) -> __m512i {
+    let x = if LS { _mm512_sllv_epi32(x, ls) } else { x };
     let nudge = _mm512_set1_epi64(1 << 30);
     let even = _mm512_srli_epi64::<31>(_mm512_add_epi64(_mm512_mul_epi32(x, m), nudge));
     let odd = _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m));
@@ -763,7 +780,8 @@ pub(super) fn depthwise_avx512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epil
     // SAFETY: the CPU has the features; slice lengths match the shapes, and
     // every tap `taps()` yields lies inside the input.
     unsafe {
-        if !depthwise512_dot(g, input, filter, e, output) && !depthwise512_padded(g, input, filter, e, output) {
+        let dot = if e.shifts_left { depthwise512_dot::<true> } else { depthwise512_dot::<false> };
+        if !dot(g, input, filter, e, output) && !depthwise512_padded(g, input, filter, e, output) {
             depthwise512(g, input, filter, e, output)
         }
     }
@@ -795,7 +813,7 @@ const DOT_TAPS: usize = 12;
 /// Returns false (nothing written) for layers it does not take: more than
 /// 12 taps, other channel counts, rows wider than [`DW_ROWS`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-fn depthwise512_dot(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &mut [i8]) -> bool {
+fn depthwise512_dot<const LS: bool>(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &mut [i8]) -> bool {
     let (id, od) = (&g.input_dims, &g.output_dims);
     let c = id.c;
     let (fh, fw) = (g.filter_dims.h, g.filter_dims.w);
@@ -951,8 +969,9 @@ fn depthwise512_dot(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, outpu
                     // The zero point is added in 32 bits, wrapping as the
                     // reference does; the packs saturate, the clamp is
                     // inside int8.
-                    let r: [__m512i; 4] =
-                        core::array::from_fn(|k| _mm512_add_epi32(requant512(acc[k], mul[k], ls[k], rs[k]), zp));
+                    let r: [__m512i; 4] = core::array::from_fn(|k| {
+                        _mm512_add_epi32(requant512_ls::<LS>(acc[k], mul[k], ls[k], rs[k]), zp)
+                    });
                     let p01 = _mm512_packs_epi32(r[0], r[1]);
                     let p23 = _mm512_packs_epi32(r[2], r[3]);
                     let v = _mm512_min_epi8(_mm512_max_epi8(_mm512_packs_epi16(p01, p23), lo8), hi8);
@@ -1248,7 +1267,7 @@ fn depthwise512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &
                                 // pair sum is the exact product.
                                 acc = _mm512_dpwssd_epi32(acc, xv, *w);
                             }
-                            let v = _mm512_add_epi32(requant512(acc, m, ls, rs), zp);
+                            let v = _mm512_add_epi32(requant512_for(e.shifts_left, acc, m, ls, rs), zp);
                             let v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
                             _mm_mask_storeu_epi8(output.as_mut_ptr().add(o).cast(), mask, _mm512_cvtepi32_epi8(v));
                             continue;
@@ -1272,7 +1291,7 @@ fn depthwise512(g: &DwGeom, input: &[i8], filter: &[i8], e: &Epilogue, output: &
                                 acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(w, xv));
                             }
                         }
-                        let v = _mm512_add_epi32(requant512(acc, m, ls, rs), zp);
+                        let v = _mm512_add_epi32(requant512_for(e.shifts_left, acc, m, ls, rs), zp);
                         let v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
                         _mm_mask_storeu_epi8(output.as_mut_ptr().add(o).cast(), mask, _mm512_cvtepi32_epi8(v));
                     }
