@@ -9,6 +9,11 @@
 //! [`crate::OwnedModel`] does it for you; give the result to
 //! [`crate::Interpreter::with_packed`]. Without it the interpreter runs the
 //! reference GEMM (microcontrollers, which have no allocator).
+//!
+//! The same load-time pass decodes every op and tensor record once, so a run
+//! does not decode them again (on a model of ten small layers that was a
+//! fifth of the run time); an interpreter uses them only for the model they
+//! were decoded from.
 
 use alloc::vec;
 use alloc::vec::Vec;
