@@ -481,8 +481,9 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) multiplier: &'a [i32],
     pub(crate) left_shift: &'a [i32],
     pub(crate) right_shift: &'a [i32],
-    /// Some `left_shift` is not zero (the SIMD output stages skip the
+    /// Some `left_shift` is not zero (the AVX-512 output stages skip the
     /// variable left shift otherwise).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) shifts_left: bool,
     pub(crate) output_offset: i32,
     pub(crate) clamp: Clamp,
