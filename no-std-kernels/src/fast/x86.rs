@@ -228,15 +228,14 @@ impl<'a> IndirectGemm<'a> {
         if !ok {
             return false;
         }
-        let (base, qoff, packed, e) = (self.base, self.qoff, self.packed, self.e);
         if n == PACK_N / 2 && self.flipped {
             // SAFETY: as below (the same reads and lengths).
             unsafe {
                 match offs.len().div_ceil(2) {
-                    4 => block_pairs::<4>(base, offs, qoff, packed, e, out),
-                    3 => block_pairs::<3>(base, offs, qoff, packed, e, out),
-                    2 => block_pairs::<2>(base, offs, qoff, packed, e, out),
-                    _ => block_pairs::<1>(base, offs, qoff, packed, e, out),
+                    4 => block_pairs::<4>(self, offs, out),
+                    3 => block_pairs::<3>(self, offs, out),
+                    2 => block_pairs::<2>(self, offs, out),
+                    _ => block_pairs::<1>(self, offs, out),
                 }
             }
             return true;
@@ -251,11 +250,11 @@ impl<'a> IndirectGemm<'a> {
             macro_rules! rows {
                 ($r:literal, $flip:literal) => {{
                     while b + 1 < nb {
-                        block_indirect::<$r, 2, $flip>(base, offs, qoff, packed, e, out, b);
+                        block_indirect::<$r, 2, $flip>(self, offs, out, b);
                         b += 2;
                     }
                     if b < nb {
-                        block_indirect::<$r, 1, $flip>(base, offs, qoff, packed, e, out, b);
+                        block_indirect::<$r, 1, $flip>(self, offs, out, b);
                     }
                 }};
                 ($r:literal) => {{ if self.flipped { rows!($r, false) } else { rows!($r, true) } }};
@@ -279,16 +278,13 @@ impl<'a> IndirectGemm<'a> {
 /// in registers if `FLIP`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 #[inline]
-#[allow(clippy::too_many_arguments)]
 fn block_indirect<const R: usize, const B: usize, const FLIP: bool>(
-    base: &[i8],
+    g: &IndirectGemm<'_>,
     offs: &[usize],
-    qoff: &[usize],
-    packed: &PackedFilter<'_>,
-    e: &Epilogue,
     out: &mut [i8],
     b0: usize,
 ) {
+    let (base, qoff, packed, e) = (g.base, g.qoff, g.packed, g.e);
     let n = packed.n;
     let k4 = qoff.len();
     let w = packed.data.as_ptr();
@@ -328,14 +324,8 @@ fn block_indirect<const R: usize, const B: usize, const FLIP: bool>(
 /// count computes the last row twice and stores it once); `base` holds
 /// flipped (`u8`) values. Reads and lengths checked by the caller.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-fn block_pairs<const P: usize>(
-    base: &[i8],
-    offs: &[usize],
-    qoff: &[usize],
-    packed: &PackedFilter<'_>,
-    e: &Epilogue,
-    out: &mut [i8],
-) {
+fn block_pairs<const P: usize>(g: &IndirectGemm<'_>, offs: &[usize], out: &mut [i8]) {
+    let (base, qoff, packed, e) = (g.base, g.qoff, g.packed, g.e);
     let rows = offs.len();
     let w = packed.data.as_ptr();
     // Lanes 0–7 of a 16-lane vector copied into lanes 8–15.
