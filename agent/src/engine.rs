@@ -81,7 +81,7 @@ impl Loaded {
         let m = self.model.model();
         let n_out = m.output(0).context("no output")?.tensor.shape.elements();
         let t = Instant::now();
-        let mut it = Interpreter::new(&m, &mut self.arena)?.with_packed(self.model.packed());
+        let mut it = Interpreter::new(&m, &mut self.arena)?.with_owned(&self.model);
         match input {
             InferInput::F32(x) => it.set_input_f32(0, x)?,
             InferInput::I8(x) => {

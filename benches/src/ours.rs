@@ -144,7 +144,7 @@ pub fn ours_session<R>(
     let offset = buf.as_ptr().align_offset(64).min(64);
     let arena = &mut buf[offset..offset + size];
     // Weights packed at load for the SIMD GEMM kernels, as every host does.
-    let it = Interpreter::new(&model, arena)?.with_packed(owned.packed());
+    let it = Interpreter::new(&model, arena)?.with_owned(owned);
     let mut run = OursRun { it, input };
     body(&mut run)
 }

@@ -83,6 +83,25 @@ impl<'m, 'p, 'a> Interpreter<'m, 'p, 'a> {
         self
     }
 
+    /// [`Self::with_packed`] with `owned`'s packed weights, for an
+    /// interpreter of `owned.model()`: then the decoded records are taken
+    /// without comparing them with the model's (the same immutable bytes,
+    /// borrowed as long as the interpreter lives), which saves that
+    /// comparison on every interpreter a host makes per inference.
+    #[cfg(feature = "alloc")]
+    #[must_use]
+    pub fn with_owned(mut self, owned: &'m crate::OwnedModel) -> Self {
+        let ours = self.model.package_bytes();
+        let theirs = owned.as_bytes();
+        if core::ptr::eq(ours.as_ptr(), theirs.as_ptr()) && ours.len() == theirs.len() {
+            self.packed = Some(owned.packed());
+            self.decoded = Some(owned.packed().decoded());
+            self
+        } else {
+            self.with_packed(owned.packed())
+        }
+    }
+
     /// The instruction set the kernels use in this process
     /// (`edgefleet_kernels::fast::active`; `EDGEFLEET_KERNELS=reference`
     /// forces the portable kernels).

@@ -504,6 +504,12 @@ impl<'p> Model<'p> {
         Some(words.split_at(n))
     }
 
+    /// The whole package the model views.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn package_bytes(&self) -> &'p [u8] {
+        self.bytes
+    }
+
     /// The raw op records (to tell one model's decoded records from another's).
     #[cfg(feature = "alloc")]
     pub(crate) fn op_records(&self) -> &'p [u8] {

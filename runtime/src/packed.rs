@@ -93,6 +93,12 @@ impl PackedWeights {
         self.decoded.matches(model).then_some(&self.decoded)
     }
 
+    /// The decoded records, known to be the model's (built from the same
+    /// immutable bytes: [`crate::OwnedModel`]).
+    pub(crate) fn decoded(&self) -> &Decoded {
+        &self.decoded
+    }
+
     /// The lookup table of add op `i`, if it has one.
     pub fn add_table(&self, i: usize) -> Option<&[i8]> {
         self.add_tables.get(i)?.as_deref()

@@ -152,8 +152,7 @@ impl Session {
     pub fn invoke(&mut self) -> Result<(), SessionError> {
         self.has_run = false;
         let model = self.owned.model();
-        let mut it =
-            Interpreter::new(&model, &mut self.arena).map_err(SessionError::Run)?.with_packed(self.owned.packed());
+        let mut it = Interpreter::new(&model, &mut self.arena).map_err(SessionError::Run)?.with_owned(&self.owned);
         if let Some(pool) = &self.threads {
             it = it.with_parallel(pool);
         }

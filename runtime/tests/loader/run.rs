@@ -377,40 +377,48 @@ fn owned_model_matches_a_borrowed_one() {
     }
 }
 
-/// An interpreter given another model's `PackedWeights` runs its own model:
-/// the other model's decoded ops and tensor slots are not used (they would
-/// point into the wrong arena offsets), nor are packed weights whose shapes
-/// do not match, so the outputs equal those of a run without packed weights.
+/// Fills every input with a fixed pattern, runs, and returns the outputs.
+fn run_pattern(it: &mut edgefleet_runtime::Interpreter<'_, '_, '_>) -> Vec<Vec<i8>> {
+    let model = it.model();
+    for k in 0..model.input_count() {
+        it.input_mut(k).expect("input").iter_mut().enumerate().for_each(|(j, v)| *v = (j as i8).wrapping_mul(7));
+    }
+    it.invoke().expect("runs");
+    (0..model.output_count()).map(|k| it.output(k).expect("output").to_vec()).collect()
+}
+
+/// An interpreter given another model's `PackedWeights` (or `OwnedModel`)
+/// runs its own model: the other model's decoded ops and tensor slots are
+/// not used (they would point into the wrong arena offsets), nor are packed
+/// weights whose shapes do not match, so the outputs equal those of a run
+/// without packed weights. Its own `OwnedModel` gives the same outputs.
 #[test]
 fn packed_weights_of_another_model_are_not_used() {
+    use edgefleet_runtime::{AlignedBytes, Interpreter, Model, OwnedModel, PackedWeights};
     let packages = crate::common::valid_packages();
-    let run = |model: &edgefleet_runtime::Model<'_>, packed: Option<&edgefleet_runtime::PackedWeights>| {
-        let mut arena = vec![0u8; model.arena_size()];
-        let mut it = edgefleet_runtime::Interpreter::new(model, &mut arena).expect("arena");
-        if let Some(p) = packed {
-            it = it.with_packed(p);
-        }
-        for k in 0..model.input_count() {
-            it.input_mut(k).expect("input").iter_mut().enumerate().for_each(|(j, v)| *v = (j as i8).wrapping_mul(7));
-        }
-        it.invoke().expect("runs");
-        (0..model.output_count()).map(|k| it.output(k).expect("output").to_vec()).collect::<Vec<_>>()
-    };
     let mut pairs = 0;
     for (a_name, a) in &packages {
-        let a_bytes = edgefleet_runtime::AlignedBytes::from_slice(a);
-        let a_model = edgefleet_runtime::Model::load(&a_bytes).expect("valid package");
-        let own = edgefleet_runtime::PackedWeights::for_model(&a_model);
-        let want = run(&a_model, Some(&own));
-        assert_eq!(run(&a_model, None), want, "{a_name}: packed and unpacked runs differ");
+        let a_owned = OwnedModel::load(a).expect("valid package");
+        let model = a_owned.model();
+        let mut arena = vec![0u8; model.arena_size()];
+        let want = run_pattern(&mut Interpreter::new(&model, &mut arena).expect("arena"));
+        let own = PackedWeights::for_model(&model);
+        let packed = run_pattern(&mut Interpreter::new(&model, &mut arena).expect("arena").with_packed(&own));
+        assert_eq!(packed, want, "{a_name}: packed and unpacked runs differ");
+        // Its own OwnedModel: the decoded records taken without comparison.
+        let owned = run_pattern(&mut Interpreter::new(&model, &mut arena).expect("arena").with_owned(&a_owned));
+        assert_eq!(owned, want, "{a_name} run with its own OwnedModel");
         for (b_name, b) in &packages {
             if a == b {
                 continue;
             }
-            let b_bytes = edgefleet_runtime::AlignedBytes::from_slice(b);
-            let b_model = edgefleet_runtime::Model::load(&b_bytes).expect("valid package");
-            let foreign = edgefleet_runtime::PackedWeights::for_model(&b_model);
-            assert_eq!(run(&a_model, Some(&foreign)), want, "{a_name} run with {b_name}'s packed weights");
+            let b_bytes = AlignedBytes::from_slice(b);
+            let foreign = PackedWeights::for_model(&Model::load(&b_bytes).expect("valid package"));
+            let got = run_pattern(&mut Interpreter::new(&model, &mut arena).expect("arena").with_packed(&foreign));
+            assert_eq!(got, want, "{a_name} run with {b_name}'s packed weights");
+            let b_owned = OwnedModel::load(b).expect("valid package");
+            let got = run_pattern(&mut Interpreter::new(&model, &mut arena).expect("arena").with_owned(&b_owned));
+            assert_eq!(got, want, "{a_name} run with {b_name}'s OwnedModel");
             pairs += 1;
         }
     }
