@@ -69,13 +69,27 @@ async fn kill_9_at_random_moments_never_leaves_the_device_without_a_model() {
         let counter = i + 3;
         let version = counter.to_string();
         let pkg = if counter % 2 == 0 { v2 } else { v1 };
+        // Every fourth kill aims at the install phase (slot write, swap,
+        // health check): a few milliseconds of the update that kills spread
+        // over all of it can miss altogether as the runtime gets faster.
+        let aimed = i % 4 == 3;
+        let installs = |log: &str| log.lines().filter(|l| l.contains("installing")).count();
+        let seen = if aimed { installs(&agent.log()) } else { 0 };
         server.publish_manifest(dev, sign(&manifest(pkg, &version, counter), &keys.release)).await;
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        // Anywhere from the manifest's arrival to the end of a whole update.
-        let at = Duration::from_micros(rng % (update.as_micros() as u64).max(1));
-        tokio::time::sleep(at).await;
+        if aimed {
+            // Right after the agent logs that it is installing (or after 10 s).
+            let t = Instant::now();
+            while installs(&agent.log()) == seen && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            std::thread::sleep(Duration::from_micros(rng % 500));
+        } else {
+            // Anywhere from the manifest's arrival to the end of a whole update.
+            tokio::time::sleep(Duration::from_micros(rng % (update.as_micros() as u64).max(1))).await;
+        }
         agent.kill9();
         agent.start();
         let api = wait_serving(&agent);
@@ -120,7 +134,7 @@ async fn kill_9_at_random_moments_never_leaves_the_device_without_a_model() {
     let rolled_back = log.lines().filter(|l| l.contains("agent stopped during a health check")).count();
     let resumed = log.lines().filter(|l| l.contains("resuming a download") && !l.contains("bytes=0")).count();
     println!(
-        "{cycles} kills (update takes {update:?}; kill at 0..{:?}): before or during the download {download} \
+        "{cycles} kills (update takes {update:?}; kill at 0..{:?}, or just after \"installing\" for every fourth): before or during the download {download} \
          ({resumed} restarts resumed a partial download), during slot write / swap / health check {install} \
          ({rolled_back} health checks interrupted and rolled back at boot), after the commit {after}, before the manifest was handled {idle}; \
          every restart served a model",
