@@ -21,7 +21,8 @@
 #  5. figures: flash and RAM from the ELF sections, heap high-water mark,
 #     peak stack, and the exact instructions per inference (DSP and portable
 #     kernels, KWS, VWW and IC) and per update verification from a QEMU TCG
-#     plugin.
+#     plugin; the top of the per-function profile (profile.sh), whose
+#     total must equal that count.
 # Usage: targets/cortex-m/run.sh
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -169,6 +170,11 @@ per_inference() {
 macs_of() { "$edgefleet" inspect "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["macs"])'; }
 ratio() { python3 -c "print(f'{$1 / $2:.4f} MACs/instruction, {$2 / $1:.1f} instructions/MAC')"; }
 per=$(per_inference "$ELF" dsp 10 20)
+# profile.sh (instructions per function, another plugin) must account for
+# every instruction of an inference.
+profiled=$("$FW/profile.sh" "$ELF" --total)
+[ "$profiled" -eq "$per" ] || die "profile.sh counts $profiled instructions per inference, the counter $per"
+"$FW/profile.sh" "$ELF" --top 6
 # The portable kernels, for comparison (runs of 2, 3 and 4: they are slow;
 # at least 2, like 10, 11 and 20, so that the run loop is entered every time).
 per_reference=$(per_inference "$ELF" reference 2 4)
