@@ -229,30 +229,6 @@ mod dsp {
         r
     }
 
-    /// `[lo(a), lo(b)]`.
-    #[inline(always)]
-    fn pkhbt(a: u32, b: u32) -> u32 {
-        let r: u32;
-        // SAFETY: as for `sxtb16`.
-        unsafe {
-            asm!("pkhbt {r}, {a}, {b}, lsl #16", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
-                options(pure, nomem, nostack, preserves_flags));
-        }
-        r
-    }
-
-    /// `[hi(b), hi(a)]`.
-    #[inline(always)]
-    fn pkhtb(a: u32, b: u32) -> u32 {
-        let r: u32;
-        // SAFETY: as for `sxtb16`.
-        unsafe {
-            asm!("pkhtb {r}, {a}, {b}, asr #16", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
-                options(pure, nomem, nostack, preserves_flags));
-        }
-        r
-    }
-
     /// `(c·2^32 + a·b + 2^31) >> 32`, exactly (64-bit intermediate).
     #[inline(always)]
     fn smmlar(a: i32, b: i32, c: i32) -> i32 {
@@ -1199,14 +1175,14 @@ mod dsp {
 
     impl ConvGeom {
         /// The patch of flat output pixel `pix` (batch, y, x) in OHWI order.
-        fn fill(&self, input: &[i8], buf: &mut [u32], slots: usize, q: usize, pix: usize) {
+        fn fill(&self, input: &[i8], buf: &mut [u32], slots: usize, q: usize, pix: usize, raw: &mut Raw) {
             let per_image = self.oh * self.ow;
             let (b, r) = (pix / per_image, pix % per_image);
             let (oy, ox) = (r / self.ow, r % self.ow);
             if self.c.is_multiple_of(4) && self.dw == 1 {
                 self.fill_words(input, buf, slots, q, b, oy, ox);
             } else {
-                self.fill_any(input, buf, slots, q, b, oy, ox);
+                self.fill_any(input, buf, slots, q, b, oy, ox, raw);
             }
         }
 
@@ -1257,14 +1233,25 @@ mod dsp {
 
         /// `fill` for any geometry, value by value where needed.
         #[allow(clippy::too_many_arguments)]
-        fn fill_any(&self, input: &[i8], buf: &mut [u32], slots: usize, q: usize, b: usize, oy: usize, ox: usize) {
+        fn fill_any(
+            &self,
+            input: &[i8],
+            buf: &mut [u32],
+            slots: usize,
+            q: usize,
+            b: usize,
+            oy: usize,
+            ox: usize,
+            raw: &mut Raw,
+        ) {
             let c = self.c;
             let k = self.fh * self.fw * c;
             if k <= GATHER {
                 // Gather the raw bytes (the zero point in the padding, and
                 // after the last value: both become 0 with the offset), then
-                // convert whole words.
-                let mut raw = [0u32; GATHER / 4 + 1];
+                // convert whole words. Every byte of `raw` that is converted
+                // is written below, so it is the caller's, reused from pixel
+                // to pixel (zeroing it per pixel cost more than the gather).
                 let zp = (-self.offset) as i8;
                 let zp4 = u32::from(zp as u8).wrapping_mul(0x0101_0101);
                 let rp = raw.as_mut_ptr().cast::<u8>();
@@ -1327,7 +1314,6 @@ mod dsp {
                         at += c;
                     }
                 }
-                let raw = &mut raw;
                 let words = k.div_ceil(4);
                 for i in k..words * 4 {
                     // SAFETY: i < 4·words ≤ GATHER + 3 < 4·(GATHER/4 + 1).
@@ -1380,6 +1366,9 @@ mod dsp {
 
     /// Deepest patch `fill_any` gathers on the stack before converting it.
     const GATHER: usize = 256;
+
+    /// `fill_any`'s gathered bytes: [`GATHER`] plus a word of padding.
+    type Raw = [u32; GATHER / 4 + 1];
 
     /// Writes `n` zero groups (pairs of words) at `d`, `stride` words apart;
     /// returns the next group's address.
@@ -1511,7 +1500,8 @@ mod dsp {
                 output,
             );
         } else {
-            gemm.run(pixels, |buf, slots, q, pix| g.fill(input, buf, slots, q, pix), output);
+            let mut raw = [0; GATHER / 4 + 1];
+            gemm.run(pixels, |buf, slots, q, pix| g.fill(input, buf, slots, q, pix, &mut raw), output);
         }
         Ok(())
     }
@@ -1677,9 +1667,10 @@ mod dsp {
         }
 
         /// Fills plane row `r` (padded outer position `po`) of the planes of
-        /// channels `ch..ch + 4` (all present) for batch `b`: two columns of
-        /// the 4 channels at a time (two input words) with `sxtb16` and
-        /// `pkhbt`/`pkhtb`; the padding gets the zero point.
+        /// channels `ch..ch + 4` (all present) for batch `b`: the image's
+        /// columns two at a time (two input words, [`fill_pairs`]), an odd
+        /// last one alone; the padding columns, and whole rows outside the
+        /// image, get the zero point.
         fn fill_row_group(&self, planes: &mut [i16; PLANE], input: &[i8], b: usize, ch: usize, r: usize, po: usize) {
             const PS: usize = PLANE / GROUP;
             let wp = self.wp;
@@ -1687,58 +1678,41 @@ mod dsp {
             if self.ps != PS || at + wp > PS {
                 return;
             }
-            let zp4 = u32::from(self.zero_point as u8).wrapping_mul(0x0101_0101);
+            let zp = i16::from(self.zero_point as i8);
             let inner = &self.inner;
             let step = inner.in_step;
-            let base = self.outer.image(po).map(|io| b * self.batch_in + io * self.outer.in_step + ch);
-            let word = |col: usize| -> u32 {
-                match (base, inner.image(col)) {
-                    (Some(base), Some(ii)) => load4(input.get(base + ii * step..).unwrap_or(&[])),
-                    _ => zp4,
+            let Some(base) = self.outer.image(po).map(|io| b * self.batch_in + io * self.outer.in_step + ch) else {
+                for plane in planes.chunks_exact_mut(PS) {
+                    plane[at..at + wp].fill(zp);
                 }
-            };
-            let dp = planes.as_mut_ptr();
-            let store = |col: usize, a: u32, b: u32| {
-                let (a02, a13, b02, b13) = (sxtb16(a), sxtb16_ror8(a), sxtb16(b), sxtb16_ror8(b));
-                // SAFETY: col + 1 < wp and at + wp ≤ PS (checked above), so
-                // j·PS + at + col + 2 ≤ 4·PS = PLANE for j < 4.
-                unsafe {
-                    let d = dp.add(at + col);
-                    d.cast::<u32>().write_unaligned(pkhbt(a02, b02));
-                    d.add(PS).cast::<u32>().write_unaligned(pkhbt(a13, b13));
-                    d.add(2 * PS).cast::<u32>().write_unaligned(pkhtb(b02, a02));
-                    d.add(3 * PS).cast::<u32>().write_unaligned(pkhtb(b13, a13));
-                }
+                return;
             };
             // Plane columns lo..hi are image columns 0..hi − lo.
             let lo = inner.pad.min(wp);
             let hi = (inner.pad + inner.input).clamp(lo, wp);
-            let mut col = 0;
-            while col + 1 < wp && col < lo {
-                store(col, word(col), word(col + 1));
-                col += 2;
+            for plane in planes.chunks_exact_mut(PS) {
+                plane[at..at + lo].fill(zp);
+                plane[at + hi..at + wp].fill(zp);
             }
-            // The image part: the last word read is at base + (hi − 1 − pad)·step.
-            let last = base.and_then(|base| (hi.checked_sub(1 + inner.pad)?).checked_mul(step)?.checked_add(base));
-            if col + 1 < hi && last.is_some_and(|l| l + 4 <= input.len()) {
-                let n = (hi - col) / 2;
-                let sp = input.as_ptr().wrapping_add(base.unwrap_or(0) + (col - inner.pad) * step);
-                // SAFETY: columns col .. col + 2n ≤ hi are image columns,
-                // whose words end at or before `last + 4 ≤ input.len()`;
-                // the planes' columns col .. col + 2n of row r are inside
-                // (col + 2n ≤ wp, at + wp ≤ PS).
-                unsafe { fill_pairs(sp, step, dp.wrapping_add(at + col), n) };
+            let mut col = lo;
+            let n = (hi - lo) / 2;
+            // The last word of the pairs is at base + (lo + 2n − 1 − pad)·step.
+            let last = (lo + 2 * n).checked_sub(1 + inner.pad).and_then(|i| i.checked_mul(step)?.checked_add(base));
+            if n > 0 && last.is_some_and(|l| l.checked_add(4).is_some_and(|e| e <= input.len())) {
+                let sp = input.as_ptr().wrapping_add(base + (lo - inner.pad) * step);
+                // SAFETY: columns lo .. lo + 2n ≤ hi are image columns (lo =
+                // pad here, as n > 0 needs hi > lo), whose words end at or
+                // before `last + 4 ≤ input.len()`; the planes' columns lo ..
+                // lo + 2n of row r are inside (lo + 2n ≤ hi ≤ wp, at + wp ≤ PS).
+                unsafe { fill_pairs(sp, step, planes.as_mut_ptr().wrapping_add(at + lo), n) };
                 col += 2 * n;
             }
-            while col + 1 < wp {
-                store(col, word(col), word(col + 1));
-                col += 2;
-            }
-            if col < wp {
-                let v = word(col).to_le_bytes();
-                for (j, &x) in v.iter().enumerate() {
-                    planes[j * PS + at + col] = i16::from(x as i8);
+            while col < hi {
+                let v = load4(input.get(base + (col - inner.pad) * step..).unwrap_or(&[])).to_le_bytes();
+                for (plane, x) in planes.chunks_exact_mut(PS).zip(v) {
+                    plane[at + col] = i16::from(x as i8);
                 }
+                col += 1;
             }
         }
 
@@ -1754,6 +1728,24 @@ mod dsp {
                     _ => zp,
                 };
             }
+        }
+
+        /// The 9 taps of channel `ch` of a 3×3 kernel, `[3·ko + ki]` (outer,
+        /// inner), read with one bounds check; `None` for other kernels.
+        fn taps3(&self, filter: &[i8], ch: usize) -> Option<[i32; 9]> {
+            let (so, si) = (self.outer.w_step, self.inner.w_step);
+            if self.outer.k != 3 || self.inner.k != 3 || 2 * so + 2 * si + ch >= filter.len() {
+                return None;
+            }
+            let mut t = [0; 9];
+            for ko in 0..3 {
+                for ki in 0..3 {
+                    // SAFETY: ko·so + ki·si + ch ≤ 2·so + 2·si + ch < len
+                    // (checked above; the steps are a validated filter's).
+                    t[3 * ko + ki] = i32::from(unsafe { *filter.get_unchecked(ko * so + ki * si + ch) });
+                }
+            }
+            Some(t)
         }
 
         /// Tap `(ko, ki)` (outer, inner) of channel `ch`.
@@ -2209,6 +2201,68 @@ mod dsp {
         k3s2_band_wide, s2_row2, s2_row1, stage2w, stage1w
     );
 
+    /// Whether the band kernels run this layer's 3×3 kernel (inner
+    /// dilation 1, inner stride 1 or 2; any outer stride and dilation).
+    fn k3_kernels(g: &DwGeom) -> bool {
+        g.outer.k == 3 && g.inner.k == 3 && g.inner.dil == 1 && (g.inner.stride == 1 || g.inner.stride == 2)
+    }
+
+    /// One channel's band with the band kernels ([`k3_kernels`]): `taps`
+    /// `[3·ko + ki]`, `rq` `FastFull` or `Wide` (else nothing is written),
+    /// `rows` outer outputs, the channel's plane row 0 at `plane`, its output
+    /// (outer `oo0`, inner 0) at `out`. The parameter block is built in
+    /// place (copying a template costs a `memcpy` per channel).
+    ///
+    /// # Safety
+    /// `plane` holds at least `span(rows)·wp + SLACK` elements; every output
+    /// of the band (`out + r·outer.out_step + j·inner.out_step`, `r < rows`,
+    /// `j < inner.output`) is writable; `rows ≥ 1`.
+    unsafe fn k3_channel(g: &DwGeom, rows: usize, taps: &[i32; 9], init: i32, rq: &Rq, plane: &[i16], out: *mut i8) {
+        let wide = match rq.mode {
+            Mode::FastFull => false,
+            Mode::Wide => true,
+            _ => return,
+        };
+        let (o, i) = (&g.outer, &g.inner);
+        let stride1 = i.stride == 1;
+        let w = |ko: usize| {
+            let t = [taps[3 * ko], taps[3 * ko + 1], taps[3 * ko + 2]];
+            [pack(t[0], t[1]), if stride1 { pack(t[1], t[2]) } else { pack(t[2], 0) }]
+        };
+        let [w0, w1, w2] = [w(0), w(1), w(2)];
+        let n = i.output;
+        let pairs = n / 2;
+        let advanced = if stride1 { 4 * pairs } else { 8 * pairs };
+        let mut prm = BandParams {
+            w: [w0[0], w0[1], w1[0], w1[1], w2[0], w2[1]],
+            init: [init; 2],
+            m2: rq.m2,
+            cp: rq.cp,
+            rs: if wide { u32::from(rq.rs) - 1 } else { u32::from(rq.rs) },
+            pairs: pairs as u32,
+            odd: (n % 2) as u32,
+            rows: rows as u32,
+            ostep: i.out_step as u32,
+            padv: (2 * o.stride * g.wp).wrapping_sub(advanced) as u32,
+            oadv: o.out_step.wrapping_sub(2 * pairs * i.out_step) as u32,
+            offset: rq.offset,
+        };
+        let p = [0, 1, 2].map(|ko| plane.as_ptr().wrapping_add(ko * g.outer.dil * g.wp));
+        // SAFETY: row r's plane pointers start at (r·stride + ko·dil)·wp ≤
+        // (span − 1)·wp and its outputs read at most columns wp + 4 of it
+        // (stride 1: 2·pairs + 3 ≤ n + 2 = wp; stride 2: 4·pairs + 5 ≤ 2n +
+        // 5 = wp + 4), below span·wp + SLACK; the outputs written are the
+        // band's (the caller's); rows ≥ 1.
+        unsafe {
+            match (stride1, wide) {
+                (true, false) => k3s1_band(p, &mut prm, out),
+                (true, true) => k3s1_band_wide(p, &mut prm, out),
+                (false, false) => k3s2_band(p, &mut prm, out),
+                (false, true) => k3s2_band_wide(p, &mut prm, out),
+            }
+        }
+    }
+
     /// The outputs of one channel for outer outputs `oo0 .. oo0 + rows` of
     /// batch `b`, from its plane (plane row 0 = padded outer position
     /// `oo0 · stride`), rows `span(rows)` filled.
@@ -2221,6 +2275,8 @@ mod dsp {
         oo0: usize,
         rows: usize,
         init: i32,
+        /// The channel's taps if the kernel is 3×3 ([`DwGeom::taps3`]).
+        taps: Option<[i32; 9]>,
     }
 
     impl Band<'_> {
@@ -2233,7 +2289,7 @@ mod dsp {
                 return;
             }
             let (o, i) = (&g.outer, &g.inner);
-            if o.k == 3 && i.k == 3 && i.dil == 1 && (i.stride == 1 || i.stride == 2) {
+            if k3_kernels(g) {
                 if matches!(rq.mode, Mode::FastFull | Mode::Wide) {
                     self.k3_band(rq, output);
                 } else {
@@ -2267,58 +2323,34 @@ mod dsp {
         /// stage: the band kernels in `asm!`.
         fn k3_band(&self, rq: Rq, output: &mut [i8]) {
             let g = self.g;
-            let (o, i) = (&g.outer, &g.inner);
-            let n = i.output;
+            let n = g.inner.output;
             // Every output of the band is inside `output` (the last one is
             // the largest index), every plane read below span·wp + SLACK ≤
             // plane.len() (`run`).
             if self.rows == 0 || n == 0 || self.out_at(self.oo0 + self.rows - 1, n - 1) >= output.len() {
                 return;
             }
-            let w = |ko: usize, ki: usize| g.weight(self.filter, ko, ki, self.ch);
-            let mut wt = [0u32; 6];
-            for ko in 0..3 {
-                wt[2 * ko] = pack(w(ko, 0), w(ko, 1));
-                wt[2 * ko + 1] = if i.stride == 1 { pack(w(ko, 1), w(ko, 2)) } else { pack(w(ko, 2), 0) };
-            }
-            let pairs = n / 2;
-            let advanced = if i.stride == 1 { 4 * pairs } else { 8 * pairs };
-            let mut prm = BandParams {
-                w: wt,
-                init: [self.init; 2],
-                m2: rq.m2,
-                cp: rq.cp,
-                rs: if rq.mode == Mode::Wide { u32::from(rq.rs) - 1 } else { u32::from(rq.rs) },
-                pairs: pairs as u32,
-                odd: (n % 2) as u32,
-                rows: self.rows as u32,
-                ostep: i.out_step as u32,
-                padv: (2 * o.stride * g.wp).wrapping_sub(advanced) as u32,
-                oadv: o.out_step.wrapping_sub(2 * pairs * i.out_step) as u32,
-                offset: rq.offset,
-            };
-            let p = [0, 1, 2].map(|ko| self.plane.as_ptr().wrapping_add(ko * o.dil * g.wp));
-            let out = output.as_mut_ptr().wrapping_add(self.out_at(self.oo0, 0));
-            // SAFETY: row r's plane pointers start at (r·stride + ko·dil)·wp ≤
-            // (span − 1)·wp and its outputs read at most columns wp + 4 of it
-            // (stride 1: 2·pairs + 3 ≤ n + 2 = wp; stride 2: 4·pairs + 5 ≤
-            // 2n + 5 = wp + 4), below span·wp + SLACK; the outputs written
-            // are the band's, all < output.len() (checked above); rows ≥ 1.
-            unsafe {
-                match (i.stride == 1, rq.mode == Mode::Wide) {
-                    (true, false) => k3s1_band(p, &mut prm, out),
-                    (true, true) => k3s1_band_wide(p, &mut prm, out),
-                    (false, false) => k3s2_band(p, &mut prm, out),
-                    (false, true) => k3s2_band_wide(p, &mut prm, out),
+            let taps = self.taps.unwrap_or_else(|| {
+                let mut t = [0; 9];
+                for (x, d) in t.iter_mut().enumerate() {
+                    *d = g.weight(self.filter, x / 3, x % 3, self.ch);
                 }
-            }
+                t
+            });
+            let out = output.as_mut_ptr().wrapping_add(self.out_at(self.oo0, 0));
+            // SAFETY: `run` checked span·wp + SLACK ≤ plane.len(), the
+            // outputs are inside `output` (checked above), rows ≥ 1.
+            unsafe { k3_channel(g, self.rows, &taps, self.init, &rq, self.plane, out) };
         }
 
         /// 3×3 kernels, inner stride 1 or 2: the row kernels in `asm!`.
         fn k3(&self, rq: Rq, output: &mut [i8]) {
             let g = self.g;
             let (o, i) = (&g.outer, &g.inner);
-            let w = |ko: usize, ki: usize| g.weight(self.filter, ko, ki, self.ch);
+            let w = |ko: usize, ki: usize| match &self.taps {
+                Some(t) => t[3 * ko + ki],
+                None => g.weight(self.filter, ko, ki, self.ch),
+            };
             let mut wt = [0u32; 8];
             for ko in 0..3 {
                 wt[2 * ko] = pack(w(ko, 0), w(ko, 1));
@@ -2501,21 +2533,51 @@ mod dsp {
                             g.fill_row_one(&mut planes, input, b, ch0, r, po);
                         }
                     }
+                    // The band kernels run this band's channels directly if
+                    // they take the layer and the group's outputs and plane
+                    // reads are in bounds (checked for its last channel: the
+                    // largest output index; the planes have ps elements each).
+                    // (rows ≥ 1, inner.output ≥ 1: the output is not empty.)
+                    let last_out = b * g.batch_out
+                        + (oo0 + rows).saturating_sub(1) * g.outer.out_step
+                        + g.inner.output.saturating_sub(1) * g.inner.out_step
+                        + ch0
+                        + n_ch
+                        - 1;
+                    let k3 = k3_kernels(&g) && rows >= 1 && span * g.wp + SLACK <= g.ps && last_out < output.len();
                     for j in 0..n_ch {
                         let ch = ch0 + j;
                         // Σ w over every tap: the padding holds the zero
                         // point, which `input_offset · Σ w` cancels.
-                        let mut sum = 0i32;
-                        for ko in 0..g.outer.k {
-                            for ki in 0..g.inner.k {
-                                sum = sum.wrapping_add(g.weight(filter, ko, ki, ch));
+                        let taps = g.taps3(filter, ch);
+                        let sum = match &taps {
+                            Some(t) => t.iter().sum(),
+                            None => {
+                                let mut sum = 0i32;
+                                for ko in 0..g.outer.k {
+                                    for ki in 0..g.inner.k {
+                                        sum = sum.wrapping_add(g.weight(filter, ko, ki, ch));
+                                    }
+                                }
+                                sum
                             }
-                        }
+                        };
                         let b0 = bias.and_then(|v| v.get(ch)).copied().unwrap_or(0);
                         let init = b0.wrapping_add(conv.input_offset.wrapping_mul(sum));
                         let Some(plane) = planes.get(j * g.ps..(j + 1) * g.ps) else { break };
-                        let band = Band { g: &g, plane, filter, ch, b, oo0, rows, init };
                         let rq = Rq::new(&requant, ch, out);
+                        if let (true, Some(taps), Mode::FastFull | Mode::Wide) = (k3, &taps, rq.mode) {
+                            let first = b * g.batch_out + oo0 * g.outer.out_step + ch;
+                            // SAFETY: the plane has ps ≥ span·wp + SLACK
+                            // elements and the band's outputs of channel ch ≤
+                            // ch0 + n_ch − 1 are at most `last_out` <
+                            // output.len() (checked above); rows ≥ 1.
+                            unsafe {
+                                k3_channel(&g, rows, taps, init, &rq, plane, output.as_mut_ptr().wrapping_add(first));
+                            }
+                            continue;
+                        }
+                        let band = Band { g: &g, plane, filter, ch, b, oo0, rows, init, taps };
                         match rq.mode {
                             Mode::Const => band.constant(rq.cp as i8, output),
                             _ => band.run(rq, output),
