@@ -1204,6 +1204,30 @@ mod dsp {
             // Kernel columns inside the image: kx_lo..kx_hi.
             let kx_lo = self.pw.saturating_sub(px0).min(self.fw);
             let kx_hi = (self.pw + self.iw).saturating_sub(px0).clamp(kx_lo, self.fw);
+            // The window inside the image (most pixels): fh runs of
+            // fw·c/4 words, dh·iw·c bytes apart, in one loop.
+            let py0 = oy * self.sh;
+            if kx_lo == 0 && kx_hi == self.fw && row_groups > 0 && py0 >= self.ph {
+                let iy0 = py0 - self.ph;
+                let row_step = self.dh * self.iw * self.c;
+                let start = ((b * self.ih + iy0) * self.iw + px0 - self.pw) * self.c;
+                let last = iy0 + (self.fh - 1) * self.dh;
+                if last < self.ih && start + (self.fh - 1) * row_step + 4 * row_groups <= input.len() {
+                    // SAFETY (each block): rows iy0 + ky·dh ≤ last < ih and
+                    // columns px0 − pw .. px0 − pw + fw ≤ iw (kx_lo = 0, kx_hi =
+                    // fw): the reads, the last ending at start + (fh − 1)·
+                    // row_step + 4·row_groups, are inside the input (checked);
+                    // the fh·row_groups groups written are inside buf (checked
+                    // above); row_groups ≥ 1.
+                    for ky in 0..self.fh {
+                        unsafe {
+                            conv_words(input.as_ptr().add(start + ky * row_step), d, row_groups, stride, off2);
+                        }
+                        d = d.wrapping_add(row_groups * stride);
+                    }
+                    return;
+                }
+            }
             for ky in 0..self.fh {
                 let iy = (oy * self.sh + ky * self.dh).checked_sub(self.ph).filter(|&y| y < self.ih);
                 let (zeros_before, words) = match iy {
@@ -2866,22 +2890,31 @@ mod dsp {
         #[test]
         fn conv_kernels_match_the_reference() {
             let mut rng = Rng(0x1234_5679);
-            for case in 0..200 {
+            for case in 0..300 {
                 let (kh, kw) = [(1, 1), (3, 3), (1, 3), (2, 2)][rng.below(4)];
                 let c = [1, 3, 4, 8, 16, 20][rng.below(6)];
                 let n = [1, 5, 16, 70, 130][rng.below(5)];
-                let (ih, iw) = (kh + rng.below(8), kw + rng.below(8));
+                // Strides, dilations and padding of 1 or 2 (the first case of
+                // three without): the patch gathers' padded, partial and
+                // whole-window paths.
+                let plain = case % 3 == 0;
+                let mut one_or_two = || if plain { 1 } else { 1 + rng.below(2) };
+                let (sh, sw, dh, dw) = (one_or_two(), one_or_two(), one_or_two(), one_or_two());
+                let (ph, pw) = if plain { (0, 0) } else { (rng.below(2), rng.below(2)) };
+                let (ih, iw) = (dh * (kh - 1) + 1 + rng.below(8), dw * (kw - 1) + 1 + rng.below(8));
+                let oh = (ih + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+                let ow = (iw + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
                 let input_dims = Dims4::new(1, ih, iw, c);
                 let filter_dims = Dims4::new(n, kh, kw, c);
-                let output_dims = Dims4::new(1, ih - kh + 1, iw - kw + 1, n);
+                let output_dims = Dims4::new(1, oh, ow, n);
                 let input = rng.bytes(input_dims.elements().unwrap());
                 let filter = rng.bytes(filter_dims.elements().unwrap());
                 let bias: Vec<i32> = (0..n).map(|i| (rng.next() as i32) >> if i % 2 == 0 { 0 } else { 10 }).collect();
                 let (multiplier, shift) = mixed_requant(&mut rng, n);
                 let p = ConvParams {
-                    stride: (1, 1),
-                    dilation: (1, 1),
-                    padding: (0, 0),
+                    stride: (sh, sw),
+                    dilation: (dh, dw),
+                    padding: (ph, pw),
                     input_offset: rng.below(256) as i32 - 127,
                     output_offset: rng.below(256) as i32 - 128,
                     clamp: if case % 5 == 4 { Clamp { min: -20, max: 100 } } else { Clamp::NONE },
