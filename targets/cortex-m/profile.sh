@@ -3,7 +3,7 @@
 # function of one inference (or per block of one function), exact, from a
 # QEMU TCG plugin (plugin/insn_profile.c) and the ELF's symbols.
 #
-# Usage: targets/cortex-m/profile.sh MODEL|ELF [--reference] [--top K] [--function NAME]
+# Usage: targets/cortex-m/profile.sh MODEL|ELF [--reference] [--top K] [--function NAME | --lines]
 #   MODEL   kws, vww or ic: the firmware image run.sh left in target/targets/
 #   ELF     any firmware image built by run.sh's cargo build
 #   --reference       profile the portable kernels instead of the DSP ones
@@ -11,6 +11,10 @@
 #   --function NAME   the blocks of one function (its demangled name, as
 #                     listed), hottest first, with their addresses, to read
 #                     against `arm-none-eabi-objdump -d ELF`
+#   --lines           per source line: each executed instruction goes to the
+#                     innermost inlined frame in the project's own code (so an
+#                     iterator's `next` counts as the loop that uses it), from
+#                     the debug info the release profile keeps
 #
 # Like run.sh's counts, the figure is the difference between runs of 2 and 3
 # inferences, so it excludes boot and verification; its total equals run.sh's
@@ -19,7 +23,7 @@
 # shellcheck source=SCRIPTDIR/../lib.sh
 source "$(dirname "$0")/../lib.sh"
 
-[ $# -ge 1 ] || die "usage: $0 MODEL|ELF [--reference] [--top K] [--function NAME] (see the script's header)"
+[ $# -ge 1 ] || die "usage: $0 MODEL|ELF [--reference] [--top K] [--function NAME | --lines] (see the script's header)"
 case $1 in
   kws | vww | ic) ELF=$OUT/$1.elf ;;
   *) ELF=$1 ;;

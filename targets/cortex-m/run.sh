@@ -175,6 +175,7 @@ per=$(per_inference "$ELF" dsp 10 20)
 profiled=$("$FW/profile.sh" "$ELF" --total)
 [ "$profiled" -eq "$per" ] || die "profile.sh counts $profiled instructions per inference, the counter $per"
 "$FW/profile.sh" "$ELF" --top 6
+"$FW/profile.sh" "$ELF" --lines --top 6
 # The portable kernels, for comparison (runs of 2, 3 and 4: they are slow;
 # at least 2, like 10, 11 and 20, so that the run loop is entered every time).
 per_reference=$(per_inference "$ELF" reference 2 4)

@@ -4,8 +4,9 @@
  * Declares its QEMU plugin API calls itself, as insn_count.c does (Debian's
  * QEMU 7.2 ships no qemu-plugin.h). Every translation of a block gets its own
  * record, counted inline; at exit each record that ran is written to QEMU's
- * log (-d plugin, -D FILE) as "ADDRESS-IN-HEX INSTRUCTIONS". A block
- * translated twice appears twice: the reader sums by address. */
+ * log (-d plugin, -D FILE) as "ADDRESS-IN-HEX BLOCK-LENGTH INSTRUCTIONS"
+ * (instructions executed in the block; divided by its length, the times it
+ * ran). A block translated twice appears twice: the reader sums by address. */
 
 #include <inttypes.h>
 #include <stddef.h>
@@ -32,7 +33,7 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
 /* One list: the machine has one vCPU (mps2-an386). */
 struct block {
-    uint64_t pc, insns;
+    uint64_t pc, n, insns;
     struct block *next;
 };
 static struct block *blocks;
@@ -45,9 +46,10 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         abort();
     }
     b->pc = qemu_plugin_tb_vaddr(tb);
+    b->n = qemu_plugin_tb_n_insns(tb);
     b->next = blocks;
     blocks = b;
-    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &b->insns, qemu_plugin_tb_n_insns(tb));
+    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &b->insns, b->n);
 }
 
 static void at_exit(qemu_plugin_id_t id, void *userdata) {
@@ -56,7 +58,7 @@ static void at_exit(qemu_plugin_id_t id, void *userdata) {
     char line[64];
     for (struct block *b = blocks; b; b = b->next) {
         if (!b->insns) continue;
-        snprintf(line, sizeof line, "%" PRIx64 " %" PRIu64 "\n", b->pc, b->insns);
+        snprintf(line, sizeof line, "%" PRIx64 " %" PRIu64 " %" PRIu64 "\n", b->pc, b->n, b->insns);
         qemu_plugin_outs(line);
     }
 }
