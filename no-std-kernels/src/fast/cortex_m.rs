@@ -1289,16 +1289,9 @@ mod dsp {
                         return;
                     }
                     match from.filter(|&f| f + 4 * words <= input.len()) {
-                        Some(f) => {
-                            for i in 0..words {
-                                // SAFETY: f + 4i + 4 ≤ input.len() and
-                                // at + 4i + 4 ≤ 4·(GATHER/4 + 1): in bounds.
-                                unsafe {
-                                    let v = input.as_ptr().add(f + 4 * i).cast::<u32>().read_unaligned();
-                                    rp.add(at + 4 * i).cast::<u32>().write_unaligned(v);
-                                }
-                            }
-                        }
+                        // SAFETY: f + 4·words ≤ input.len() and at + 4·words
+                        // ≤ 4·(GATHER/4 + 1): in bounds.
+                        Some(f) => unsafe { copy_words(input.as_ptr().add(f), rp.add(at), words) },
                         None => {
                             for i in 0..len {
                                 let v = match from {
@@ -1318,7 +1311,38 @@ mod dsp {
                     }
                 };
                 let mut at = 0;
+                // A window inside the image (most pixels): fh runs of fw·c
+                // bytes, dh·iw·c apart, one after the other.
+                let (px0, py0) = (ox * self.sw, oy * self.sh);
+                let run_len = self.fw * c;
+                if self.dw == 1
+                    && px0 >= self.pw
+                    && px0 - self.pw + self.fw <= self.iw
+                    && py0 >= self.ph
+                    && py0 - self.ph + (self.fh - 1) * self.dh < self.ih
+                    && run_len > 0
+                {
+                    let words = run_len.div_ceil(4);
+                    let row_step = self.dh * self.iw * c;
+                    let start = ((b * self.ih + py0 - self.ph) * self.iw + px0 - self.pw) * c;
+                    if start + (self.fh - 1) * row_step + 4 * words <= input.len()
+                        && (self.fh - 1) * run_len + 4 * words <= GATHER + 4
+                    {
+                        for ky in 0..self.fh {
+                            // SAFETY: the run's 4·words bytes end at or
+                            // before start + (fh − 1)·row_step + 4·words ≤
+                            // input.len(), its destination at or before
+                            // (fh − 1)·run_len + 4·words ≤ GATHER + 4 bytes
+                            // into `raw` (checked above).
+                            unsafe { copy_words(input.as_ptr().add(start + ky * row_step), rp.add(at), words) };
+                            at += run_len;
+                        }
+                    }
+                }
                 for ky in 0..self.fh {
+                    if at == k {
+                        break;
+                    }
                     let iy = (oy * self.sh + ky * self.dh).checked_sub(self.ph).filter(|&y| y < self.ih);
                     let Some(iy) = iy else {
                         run(at, None, self.fw * c);
@@ -1339,10 +1363,10 @@ mod dsp {
                     }
                 }
                 let words = k.div_ceil(4);
-                for i in k..words * 4 {
-                    // SAFETY: i < 4·words ≤ GATHER + 3 < 4·(GATHER/4 + 1).
-                    unsafe { raw.as_mut_ptr().cast::<u8>().add(i).write(zp as u8) };
-                }
+                // The zero point after the last value (bytes k .. 4·words,
+                // at most 3): one word from k (a loop here was a `memset`).
+                // SAFETY: k + 4 ≤ GATHER + 4 = the bytes of `raw`.
+                unsafe { rp.add(k).cast::<u32>().write_unaligned(zp4) };
                 if q < slots && words * 2 * slots <= buf.len() && words > 0 {
                     // SAFETY: `raw` holds 4·words ≤ GATHER + 3 bytes; group g
                     // of slot q is words 2(g·slots + q), + 1 < 2·words·slots
@@ -1410,6 +1434,35 @@ mod dsp {
             d = d.wrapping_add(stride);
         }
         d
+    }
+
+    /// Copies `n` words from `src` to `dst`, both any alignment (`ldr`/`str`:
+    /// the compiler turns the equivalent Rust loop into a `memcpy` call,
+    /// byte by byte for unaligned pointers).
+    ///
+    /// # Safety
+    /// `src` readable and `dst` writable for `4n` bytes.
+    #[inline(always)]
+    unsafe fn copy_words(src: *const i8, dst: *mut u8, n: usize) {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: reads and writes the 4n bytes the caller vouches for;
+        // flags clobbered.
+        unsafe {
+            asm!(
+                "2:",
+                "ldr {v}, [{s}], #4",
+                "str {v}, [{d}], #4",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                v = out(reg) _,
+                s = inout(reg) src => _,
+                d = inout(reg) dst => _,
+                n = inout(reg) n => _,
+                options(nostack),
+            );
+        }
     }
 
     /// Converts `n ≥ 1` words of input (4 values each) at `src` into groups
