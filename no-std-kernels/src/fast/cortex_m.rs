@@ -1767,9 +1767,17 @@ mod dsp {
             // Plane columns lo..hi are image columns 0..hi − lo.
             let lo = inner.pad.min(wp);
             let hi = (inner.pad + inner.input).clamp(lo, wp);
-            for plane in planes.chunks_exact_mut(PS) {
-                plane[at..at + lo].fill(zp);
-                plane[at + hi..at + wp].fill(zp);
+            // A column or two: element by element (`fill` on such short
+            // slices cost more than the whole image part of the row).
+            for col in 0..lo {
+                for j in 0..GROUP {
+                    planes[j * PS + at + col] = zp;
+                }
+            }
+            for col in hi..wp {
+                for j in 0..GROUP {
+                    planes[j * PS + at + col] = zp;
+                }
             }
             let mut col = lo;
             let n = (hi - lo) / 2;
