@@ -38,6 +38,7 @@ fi
 require_apt qemu-system-arm binutils-arm-none-eabi
 command -v gcc >/dev/null || die "gcc is needed to build the QEMU plugin"
 
+mkdir -p "$OUT"
 plugin=$OUT/libinsn_profile.so
 gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$plugin" "$ROOT/targets/cortex-m/plugin/insn_profile.c"
 logs=()

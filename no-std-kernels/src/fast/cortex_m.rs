@@ -1,4 +1,4 @@
-//! 32-bit Arm DSP-extension fast paths (`smlad`, `sxtb16`, `smmlar`, `qadd`,
+//! 32-bit Arm DSP-extension fast paths (`smlad`, `sxtb16`, `sxtab16`, `smmlar`, `qadd`,
 //! `ssat`, `pkhbt`): Cortex-M4/M7 firmware and ARMv7-A. Microcontrollers have
 //! no allocator, so these read the package's OHWI weights directly
 //! (CMSIS-NN style, no packing) and keep their scratch on the stack.
@@ -217,14 +217,28 @@ mod dsp {
         r
     }
 
-    /// Halfword-wise `a + b`, wrapping.
+    /// `a + sxtb16(v)` halfword-wise, wrapping: bytes 0 and 2 of `v`, sign
+    /// extended, added to the halves of `a` (one instruction for `sxtb16`
+    /// and `sadd16`).
     #[inline(always)]
-    fn sadd16(a: u32, b: u32) -> u32 {
+    fn sxtab16(a: u32, v: u32) -> u32 {
         let r: u32;
-        // SAFETY: one register-to-register DSP instruction; sets the GE flags.
+        // SAFETY: as for `sxtb16`.
         unsafe {
-            asm!("sadd16 {r}, {a}, {b}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
-                options(pure, nomem, nostack));
+            asm!("sxtab16 {r}, {a}, {v}", r = lateout(reg) r, a = in(reg) a, v = in(reg) v,
+                options(pure, nomem, nostack, preserves_flags));
+        }
+        r
+    }
+
+    /// As [`sxtab16`] with bytes 1 and 3 of `v`.
+    #[inline(always)]
+    fn sxtab16_ror8(a: u32, v: u32) -> u32 {
+        let r: u32;
+        // SAFETY: as for `sxtb16`.
+        unsafe {
+            asm!("sxtab16 {r}, {a}, {v}, ror #8", r = lateout(reg) r, a = in(reg) a, v = in(reg) v,
+                options(pure, nomem, nostack, preserves_flags));
         }
         r
     }
@@ -578,8 +592,8 @@ mod dsp {
                     let v = load4(w);
                     // SAFETY: `words ≤ left` groups: pos + 1 < len (`new`).
                     unsafe {
-                        p.add(pos).write(sadd16(sxtb16(v), off2));
-                        p.add(pos + 1).write(sadd16(sxtb16_ror8(v), off2));
+                        p.add(pos).write(sxtab16(off2, v));
+                        p.add(pos + 1).write(sxtab16_ror8(off2, v));
                     }
                     pos += stride;
                 }
@@ -1478,16 +1492,30 @@ mod dsp {
         // guarantees; flags clobbered.
         unsafe {
             asm!(
-                "2:",
+                // An odd word first, then pairs (6 instructions a word).
+                "tst {n}, #1",
+                "beq 3f",
                 "ldr {v}, [{s}], #4",
-                "sxtb16 r2, {v}",
-                "sxtb16 r3, {v}, ror #8",
-                "sadd16 r2, r2, {o}",
-                "sadd16 r3, r3, {o}",
+                "sxtab16 r2, {o}, {v}",
+                "sxtab16 r3, {o}, {v}, ror #8",
                 "strd r2, r3, [{d}]",
                 "add {d}, {d}, {st}",
                 "subs {n}, {n}, #1",
-                "bne 2b",
+                "beq 4f",
+                "3:",
+                "ldr {v}, [{s}], #4",
+                "sxtab16 r2, {o}, {v}",
+                "sxtab16 r3, {o}, {v}, ror #8",
+                "strd r2, r3, [{d}]",
+                "add {d}, {d}, {st}",
+                "ldr {v}, [{s}], #4",
+                "sxtab16 r2, {o}, {v}",
+                "sxtab16 r3, {o}, {v}, ror #8",
+                "strd r2, r3, [{d}]",
+                "add {d}, {d}, {st}",
+                "subs {n}, {n}, #2",
+                "bne 3b",
+                "4:",
                 v = out(reg) _,
                 s = inout(reg) src => _,
                 d = inout(reg) d => _,
