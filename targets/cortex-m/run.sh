@@ -172,10 +172,12 @@ ratio() { python3 -c "print(f'{$1 / $2:.4f} MACs/instruction, {$2 / $1:.1f} inst
 per=$(per_inference "$ELF" dsp 10 20)
 # profile.sh (instructions per function, another plugin) must account for
 # every instruction of an inference.
-profiled=$("$FW/profile.sh" "$ELF" --total)
+# (CARGO_TARGET_DIR is the firmware's here; profile.sh's files go to $OUT.)
+profile() { CARGO_TARGET_DIR=$TARGET_DIR "$FW/profile.sh" "$@"; }
+profiled=$(profile "$ELF" --total)
 [ "$profiled" -eq "$per" ] || die "profile.sh counts $profiled instructions per inference, the counter $per"
-"$FW/profile.sh" "$ELF" --top 6
-"$FW/profile.sh" "$ELF" --lines --top 6
+profile "$ELF" --top 6
+profile "$ELF" --lines --top 6
 # The portable kernels, for comparison (runs of 2, 3 and 4: they are slow;
 # at least 2, like 10, 11 and 20, so that the run loop is entered every time).
 per_reference=$(per_inference "$ELF" reference 2 4)
