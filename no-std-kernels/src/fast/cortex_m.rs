@@ -56,7 +56,7 @@
 //! 8 KiB of im2col buffer ([`COL_WORDS`]) + 1 KiB of per-channel table +
 //! 448 bytes of partial-block scratch + 260 bytes of gathered patch;
 //! depthwise 8 KiB of planes ([`PLANE`]); add 2 KiB of tables; plus frames
-//! (the KWS, VWW and IC firmware peaks at about 12.2 KB of stack in all).
+//! (the KWS, VWW and IC firmware peaks at about 12.7 KB of stack in all).
 //!
 //! Every `unsafe` block is either one DSP instruction in `asm!` (available:
 //! this module is only built with `cfg(edgefleet_dsp)`, which `build.rs` sets
