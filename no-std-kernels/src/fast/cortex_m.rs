@@ -877,6 +877,42 @@ mod dsp {
         }
     }
 
+    /// The first group of [`gemm7_fast`]'s channel: as `step7!`, every
+    /// accumulator starting from the bias in r8 (pixel 2's, r8 itself, last),
+    /// so no `mov`s set them up; `r1 += 56`.
+    #[rustfmt::skip]
+    macro_rules! step7_init {
+        () => {
+            concat!(
+                "ldr r4, [r0], #4\n",
+                "sxtb16 r5, r4, ror #8\n",
+                "sxtb16 r4, r4\n",
+                "ldrd r2, r3, [r1]\n",
+                "smlad r6, r4, r2, r8\n",
+                "smlad r6, r5, r3, r6\n",
+                "ldrd r2, r3, [r1, #8]\n",
+                "smlad r7, r4, r2, r8\n",
+                "smlad r7, r5, r3, r7\n",
+                "ldrd r2, r3, [r1, #24]\n",
+                "smlad r9, r4, r2, r8\n",
+                "smlad r9, r5, r3, r9\n",
+                "ldrd r2, r3, [r1, #32]\n",
+                "smlad r10, r4, r2, r8\n",
+                "smlad r10, r5, r3, r10\n",
+                "ldrd r2, r3, [r1, #40]\n",
+                "smlad r11, r4, r2, r8\n",
+                "smlad r11, r5, r3, r11\n",
+                "ldrd r2, r3, [r1, #48]\n",
+                "smlad lr, r4, r2, r8\n",
+                "smlad lr, r5, r3, lr\n",
+                "ldrd r2, r3, [r1, #16]\n",
+                "add r1, r1, #56\n",
+                "smlad r8, r4, r2, r8\n",
+                "smlad r8, r5, r3, r8\n",
+            )
+        };
+    }
+
     /// One group of 4 depth values for 7 pixels: weights at `r0`, patches at
     /// `r1`; accumulators r6, r7, r8, r9, r10, r11, lr.
     #[rustfmt::skip]
@@ -979,8 +1015,8 @@ mod dsp {
         [a0, a1, a2, a3, a4, a5, a6]
     }
 
-    /// Requantizes accumulator `$r` (`FastFull`: m2, cp, rs in r2, r3, r4),
-    /// stores it at `[r1]`, `r1 += r12`.
+    /// Requantizes accumulator `$r` in place (`FastFull`: m2, cp, rs in r2,
+    /// r3, r4); `store7!` stores the seven.
     #[rustfmt::skip]
     macro_rules! stage_acc {
         ($r:literal) => {
@@ -990,14 +1026,32 @@ mod dsp {
                 "qadd ", $r, ", ", $r, ", r3\n",
                 "asr ", $r, ", ", $r, ", r4\n",
                 "ssat ", $r, ", #8, ", $r, "\n",
-                "strb ", $r, ", [r1]\n",
-                "add r1, r1, r12\n",
+            )
+        };
+    }
+
+    /// Stores the 7 requantized accumulators at `[r1 + q·r12]` (two per
+    /// pointer step); r1 is dead after.
+    #[rustfmt::skip]
+    macro_rules! store7 {
+        () => {
+            concat!(
+                "strb r6, [r1]\n",
+                "strb r7, [r1, r12]\n",
+                "add r1, r1, r12, lsl #1\n",
+                "strb r8, [r1]\n",
+                "strb r9, [r1, r12]\n",
+                "add r1, r1, r12, lsl #1\n",
+                "strb r10, [r1]\n",
+                "strb r11, [r1, r12]\n",
+                "add r1, r1, r12, lsl #1\n",
+                "strb lr, [r1]\n",
             )
         };
     }
 
     /// Requantizes accumulator `$r` (`Wide`: m2, 2^(rs−2), rs − 1, offset in
-    /// r2, r3, r4, r5), stores it at `[r1]`, `r1 += r12`.
+    /// r2, r3, r4, r5) in place.
     #[rustfmt::skip]
     macro_rules! stage_wide {
         ($r:literal) => {
@@ -1008,8 +1062,6 @@ mod dsp {
                 "asr ", $r, ", ", $r, ", r4\n",
                 "add ", $r, ", ", $r, ", r5\n",
                 "ssat ", $r, ", #8, ", $r, "\n",
-                "strb ", $r, ", [r1]\n",
-                "add r1, r1, r12\n",
             )
         };
     }
@@ -1066,12 +1118,9 @@ mod dsp {
                 "ldr r8, [r2]",
                 "ldr r1, [sp, #12]",
                 "ldr r12, [sp, #16]",
-                "mov r6, r8",
-                "mov r7, r8",
-                "mov r9, r8",
-                "mov r10, r8",
-                "mov r11, r8",
-                "mov lr, r8",
+                // groups ≥ 1: the first from the bias, then groups − 1.
+                step7_init!(),
+                "sub r12, r12, #1",
                 "lsrs r12, r12, #1",
                 "bcc 2f",
                 step7!(),
@@ -1108,6 +1157,7 @@ mod dsp {
                 stage_acc!("r10"),
                 stage_acc!("r11"),
                 stage_acc!("lr"),
+                store7!(),
                 "b 11f",
                 // Wide: r3 = 2^(rs−2), r4 = rs − 1, r5 = offset.
                 "8:",
@@ -1119,6 +1169,7 @@ mod dsp {
                 stage_wide!("r10"),
                 stage_wide!("r11"),
                 stage_wide!("lr"),
+                store7!(),
                 "b 11f",
                 // Const: the output byte 7 times; skip the weight row.
                 "7:",
@@ -1142,12 +1193,11 @@ mod dsp {
                 "ldr r5, [sp, #20]",
                 "add r0, r0, r5",
                 "11:",
-                "ldr r1, [sp, #8]",
-                "add r1, r1, #1",
-                "str r1, [sp, #8]",
-                "ldr r2, [sp, #4]",
+                // left − 1, out + 1 (`strd` keeps the flags of `subs`).
+                "ldrd r2, r3, [sp, #4]",
+                "add r3, r3, #1",
                 "subs r2, r2, #1",
-                "str r2, [sp, #4]",
+                "strd r2, r3, [sp, #4]",
                 "bne 6b",
                 "9:",
                 "ldr r2, [sp, #4]",
