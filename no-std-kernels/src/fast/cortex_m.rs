@@ -788,7 +788,13 @@ mod dsp {
                     }
                 }
                 // Channel j is not `FastFull`, `Wide` or `Const` (or the
-                // block has fewer than 7 slots): in Rust.
+                // block has fewer than 7 slots): in Rust, two channels at a
+                // time in blocks of fewer than 7 slots.
+                if !fused && N <= 2 && j + 1 < nc {
+                    self.channel_pair::<N>(j, xs, valid, out);
+                    j += 2;
+                    continue;
+                }
                 self.channel::<N>(j, xs, valid, out);
                 if fused && valid < SLOTS {
                     keep(scratch, out, j);
@@ -810,7 +816,7 @@ mod dsp {
         #[inline(always)]
         fn channel<const N: usize>(&self, j: usize, xs: &[u32], valid: usize, out: &mut [i8]) {
             let g = self.gemm;
-            let (n, k) = (g.n, g.k);
+            let k = g.k;
             let groups = k / 4;
             let ch = self.c0 + j;
             let Some(t) = self.table.get(j) else { return };
@@ -827,6 +833,47 @@ mod dsp {
             } else {
                 dot_n(row, xs, groups, &mut acc);
             }
+            self.finish(j, acc, xs, valid, out);
+        }
+
+        /// Channels `c0 + j` and `c0 + j + 1` of a block of `N < 7` pixels
+        /// ([`dot_pair`] for 1 or 2; bounds checked by `block`).
+        #[inline(always)]
+        fn channel_pair<const N: usize>(&self, j: usize, xs: &[u32], valid: usize, out: &mut [i8]) {
+            let g = self.gemm;
+            let k = g.k;
+            let ch = self.c0 + j;
+            let (Some(ta), Some(tb)) = (self.table.get(j), self.table.get(j + 1)) else { return };
+            let ra = g.filter.get(ch * k..(ch + 1) * k).unwrap_or(&[]);
+            let rb = g.filter.get((ch + 1) * k..(ch + 2) * k).unwrap_or(&[]);
+            let (mut a, mut b) = ([ta.bias; N], [tb.bias; N]);
+            let groups = k / 4;
+            if N <= 2 && ra.len() >= 4 * groups && rb.len() >= 4 * groups && xs.len() >= 2 * N * groups {
+                let mut acc = [ta.bias, ta.bias, tb.bias, tb.bias];
+                let args = PairArgs { ra: ra.as_ptr(), rb: rb.as_ptr(), xs: xs.as_ptr(), groups };
+                // SAFETY: the rows have 4·groups bytes and `xs` 2N·groups
+                // words (checked), 8-byte aligned (a prefix of `ColBuf`).
+                unsafe { dot_pair::<N>(&args, &mut acc) };
+                a.copy_from_slice(&acc[..N]);
+                b.copy_from_slice(&acc[2..2 + N]);
+            } else {
+                dot_n(ra, xs, groups, &mut a);
+                dot_n(rb, xs, groups, &mut b);
+            }
+            self.finish(j, a, xs, valid, out);
+            self.finish(j + 1, b, xs, valid, out);
+        }
+
+        /// Channel `c0 + j`'s last partial depth group (if any) and output
+        /// stage, from its accumulators over the whole groups.
+        #[inline(always)]
+        fn finish<const N: usize>(&self, j: usize, mut acc: [i32; N], xs: &[u32], valid: usize, out: &mut [i8]) {
+            let g = self.gemm;
+            let (n, k) = (g.n, g.k);
+            let groups = k / 4;
+            let ch = self.c0 + j;
+            let Some(t) = self.table.get(j) else { return };
+            let row = g.filter.get(ch * k..(ch + 1) * k).unwrap_or(&[]);
             if k % 4 != 0 {
                 let mut w = [0u8; 4];
                 for (d, &s) in w.iter_mut().zip(row.get(groups * 4..).unwrap_or(&[])) {
@@ -875,6 +922,104 @@ mod dsp {
         for (w, x) in row.chunks_exact(4).zip(xs.chunks_exact(2 * N)).take(groups) {
             step(load4(w), x, acc);
         }
+    }
+
+    /// The rows, patches and group count of [`dot_pair`], read by its `asm!`
+    /// with one `ldm`.
+    #[repr(C)]
+    struct PairArgs {
+        ra: *const i8,
+        rb: *const i8,
+        xs: *const u32,
+        groups: usize,
+    }
+
+    /// [`dot_n`] for two channels at once (rows `ra`, `rb`) of a block of
+    /// `N` = 1 or 2 pixels: each patch word pair is loaded once for both,
+    /// 18 instructions per group of 2 × 2 (Rust made 13 of one channel's
+    /// 2 pixels). `acc` is `[a_0 .. a_N, b_0 .. b_N]`.
+    ///
+    /// # Safety
+    /// `ra` and `rb` readable for `4·groups` bytes; `xs` for `2N·groups`
+    /// words, 4-byte aligned; `N` 1 or 2.
+    #[inline(always)]
+    unsafe fn dot_pair<const N: usize>(args: &PairArgs, acc: &mut [i32; 4]) {
+        if args.groups == 0 {
+            return;
+        }
+        let [mut a0, mut a1, mut b0, mut b1] = *acc;
+        // SAFETY: reads the rows and patches the caller vouches for (`ldr`
+        // any alignment, `ldrd` 4-byte aligned); r6, r7 and r11 are pushed
+        // and popped; flags clobbered.
+        unsafe {
+            if N == 2 {
+                asm!(
+                    "push {{r6, r7, r11}}",
+                    "ldm r12, {{r6, r7, r11}}",
+                    "ldr lr, [r12, #12]",
+                    "2:",
+                    "ldrd r4, r5, [r11], #8",
+                    "ldrd r8, r9, [r11], #8",
+                    "ldr r10, [r6], #4",
+                    "sxtb16 r12, r10, ror #8",
+                    "sxtb16 r10, r10",
+                    "smlad r0, r10, r4, r0",
+                    "smlad r0, r12, r5, r0",
+                    "smlad r1, r10, r8, r1",
+                    "smlad r1, r12, r9, r1",
+                    "ldr r10, [r7], #4",
+                    "sxtb16 r12, r10, ror #8",
+                    "sxtb16 r10, r10",
+                    "smlad r2, r10, r4, r2",
+                    "smlad r2, r12, r5, r2",
+                    "smlad r3, r10, r8, r3",
+                    "smlad r3, r12, r9, r3",
+                    "subs lr, lr, #1",
+                    "bne 2b",
+                    "pop {{r6, r7, r11}}",
+                    inout("r0") a0,
+                    inout("r1") a1,
+                    inout("r2") b0,
+                    inout("r3") b1,
+                    out("r4") _,
+                    out("r5") _,
+                    out("r8") _,
+                    out("r9") _,
+                    out("r10") _,
+                    inout("r12") args as *const PairArgs => _,
+                    out("lr") _,
+                );
+            } else {
+                asm!(
+                    "push {{r6, r7, r11}}",
+                    "ldm r12, {{r6, r7, r11}}",
+                    "ldr lr, [r12, #12]",
+                    "2:",
+                    "ldrd r4, r5, [r11], #8",
+                    "ldr r10, [r6], #4",
+                    "sxtb16 r12, r10, ror #8",
+                    "sxtb16 r10, r10",
+                    "smlad r0, r10, r4, r0",
+                    "smlad r0, r12, r5, r0",
+                    "ldr r10, [r7], #4",
+                    "sxtb16 r12, r10, ror #8",
+                    "sxtb16 r10, r10",
+                    "smlad r2, r10, r4, r2",
+                    "smlad r2, r12, r5, r2",
+                    "subs lr, lr, #1",
+                    "bne 2b",
+                    "pop {{r6, r7, r11}}",
+                    inout("r0") a0,
+                    inout("r2") b0,
+                    out("r4") _,
+                    out("r5") _,
+                    out("r10") _,
+                    inout("r12") args as *const PairArgs => _,
+                    out("lr") _,
+                );
+            }
+        }
+        *acc = [a0, a1, b0, b1];
     }
 
     /// The first group of [`gemm7_fast`]'s channel: as `step7!`, every
