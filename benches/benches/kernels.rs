@@ -12,7 +12,11 @@
 //! - `depthwise_48x48x8`, `depthwise_s2_48x48x16`, `depthwise_6x6x128`:
 //!   VWW's first, first stride-2 and a late 3x3 depthwise layer (narrow
 //!   channels on a large map; stride 2; a map smaller than its borders);
-//! - `fully_connected`: AD's 640 → 128 layer, batch 1.
+//! - `fully_connected`: AD's 640 → 128 layer, batch 1;
+//! - `vnni_peak` (x86-64 with AVX-512 VNNI): the ceiling the others are
+//!   measured against, `vpdpbusd` with 16 independent accumulators and
+//!   nothing else (zmm, and ymm), throughput in MACs per second: 64 (32)
+//!   MACs per instruction, every instruction's result used, no loads.
 //!
 //! Weights are packed and the output stage prepared once, outside the timed
 //! loop, as the runtime does at load. `cargo bench -p edgefleet-benches --bench kernels`.
@@ -191,5 +195,71 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels);
+/// `vpdpbusd` peak: `ROUNDS` rounds of 16 independent accumulators.
+#[cfg(target_arch = "x86_64")]
+mod peak {
+    use std::arch::x86_64::*;
+
+    pub const ROUNDS: usize = 256;
+    pub const CHAINS: usize = 16;
+
+    /// 16 · ROUNDS zmm `vpdpbusd` (64 MACs each); returns their folded sums.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and VNNI.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn zmm(a: __m512i, b: __m512i) -> i32 {
+        let mut acc = [_mm512_setzero_si512(); CHAINS];
+        for _ in 0..ROUNDS {
+            for c in acc.iter_mut() {
+                *c = _mm512_dpbusd_epi32(*c, a, b);
+            }
+        }
+        acc.iter().fold(0, |s, &c| s ^ _mm512_reduce_add_epi32(c))
+    }
+
+    /// As [`zmm`] with ymm registers (32 MACs each).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 VL and VNNI.
+    #[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn ymm(a: __m256i, b: __m256i) -> i32 {
+        let mut acc = [_mm256_setzero_si256(); CHAINS];
+        for _ in 0..ROUNDS {
+            for c in acc.iter_mut() {
+                *c = _mm256_dpbusd_epi32(*c, a, b);
+            }
+        }
+        acc.iter().fold(0, |s, &c| {
+            // SAFETY: 32 bytes either way, every bit pattern a valid [i32; 8].
+            let v: [i32; 8] = unsafe { std::mem::transmute(c) };
+            s ^ v.iter().sum::<i32>()
+        })
+    }
+}
+
+/// The machine's `vpdpbusd` throughput (see the module docs).
+#[cfg(target_arch = "x86_64")]
+fn vnni_peak(c: &mut Criterion) {
+    use std::arch::x86_64::*;
+    if !(is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")) {
+        return;
+    }
+    let mut g = c.benchmark_group("vnni_peak");
+    g.throughput(criterion::Throughput::Elements((peak::ROUNDS * peak::CHAINS * 64) as u64));
+    // SAFETY (both): the CPU has AVX-512 F, VL and VNNI (checked above).
+    g.bench_function("zmm", |b| {
+        b.iter(|| unsafe { peak::zmm(black_box(_mm512_set1_epi32(0x0102_0304)), black_box(_mm512_set1_epi32(3))) })
+    });
+    g.throughput(criterion::Throughput::Elements((peak::ROUNDS * peak::CHAINS * 32) as u64));
+    g.bench_function("ymm", |b| {
+        b.iter(|| unsafe { peak::ymm(black_box(_mm256_set1_epi32(0x0102_0304)), black_box(_mm256_set1_epi32(3))) })
+    });
+    g.finish();
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vnni_peak(_: &mut Criterion) {}
+
+criterion_group!(benches, kernels, vnni_peak);
 criterion_main!(benches);
