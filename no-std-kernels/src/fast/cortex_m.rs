@@ -2248,7 +2248,8 @@ mod dsp {
         m2: i32,
         cp: i32,
         rs: u32,
-        /// 44: output pairs per row; 48: 1 if a last single output follows.
+        /// 44: output pairs per row (after the quads, stride 1); 48: 1 if a
+        /// last single output follows.
         pairs: u32,
         odd: u32,
         /// 52: rows (≥ 1; counted down by the kernels).
@@ -2261,10 +2262,9 @@ mod dsp {
         oadv: u32,
         /// 68: the output offset (`Wide`).
         offset: i32,
-        /// 72: stride 1: output quads per row; 76: 1 if a pair follows
-        /// them (`pairs` is then unused); 80: the quads left (counted down).
+        /// 72: stride 1: output quads per row; 76: the quads left (counted
+        /// down).
         quads: u32,
-        pair: u32,
         quads_left: u32,
     }
 
@@ -2526,95 +2526,17 @@ mod dsp {
         };
     }
 
-    /// Defines a stride-1 band kernel: for each of `prm.rows` rows,
-    /// `prm.quads` quads of outputs (`s1_row4` per kernel row, then
-    /// `$stage4`; 7 fewer instructions per 4 outputs than two pairs), then
-    /// a pair if `prm.pair` (`s1_row2`, `$stage2`) and a single output if
-    /// `prm.odd` (`s1_row1`, `$stage1`).
-    macro_rules! band_kernel4 {
-        ($(#[$doc:meta])* $name:ident, $stage4:ident, $stage2:ident, $stage1:ident) => {
-            $(#[$doc])*
-            ///
-            /// # Safety
-            /// As [`k3s2_band`]'s.
-            #[inline(never)]
-            unsafe fn $name(p: [*const i16; 3], prm: &mut BandParams, out: *mut i8) {
-                // SAFETY: reads the plane elements and writes the outputs the
-                // caller vouches for, reads `prm` and counts `prm.rows` and
-                // `prm.quads_left` down; r6, r7 and r11 are pushed and popped;
-                // flags clobbered.
-                unsafe {
-                    asm!(
-                        "push {{r6, r7, r11}}",
-                        "2:",
-                        "ldr r6, [r12, #72]",
-                        "cmp r6, #0",
-                        "beq 6f",
-                        "str r6, [r12, #80]",
-                        "3:",
-                        "ldrd r0, r1, [r12, #24]",
-                        "ldrd r2, r3, [r12, #24]",
-                        s1_row4!("0", "r8"),
-                        s1_row4!("8", "r9"),
-                        s1_row4!("16", "r10"),
-                        $stage4!(),
-                        "ldr r6, [r12, #80]",
-                        "subs r6, r6, #1",
-                        "str r6, [r12, #80]",
-                        "bne 3b",
-                        "6:",
-                        "ldr r11, [r12, #56]",
-                        "ldr r6, [r12, #76]",
-                        "cmp r6, #0",
-                        "beq 4f",
-                        "ldrd r0, r1, [r12, #24]",
-                        s1_row2!("0", "r8"),
-                        s1_row2!("8", "r9"),
-                        s1_row2!("16", "r10"),
-                        $stage2!(),
-                        "4:",
-                        "ldr r6, [r12, #48]",
-                        "cmp r6, #0",
-                        "beq 5f",
-                        "ldr r0, [r12, #24]",
-                        s1_row1!("0", "r8"),
-                        s1_row1!("8", "r9"),
-                        s1_row1!("16", "r10"),
-                        $stage1!(),
-                        "5:",
-                        "ldr r5, [r12, #60]",
-                        "add r8, r8, r5",
-                        "add r9, r9, r5",
-                        "add r10, r10, r5",
-                        "ldr r5, [r12, #64]",
-                        "add lr, lr, r5",
-                        "ldr r7, [r12, #52]",
-                        "subs r7, r7, #1",
-                        "str r7, [r12, #52]",
-                        "bne 2b",
-                        "pop {{r6, r7, r11}}",
-                        out("r0") _,
-                        out("r1") _,
-                        out("r2") _,
-                        out("r3") _,
-                        out("r4") _,
-                        out("r5") _,
-                        inout("r8") p[0] => _,
-                        inout("r9") p[1] => _,
-                        inout("r10") p[2] => _,
-                        in("r12") prm as *mut BandParams,
-                        inout("lr") out => _,
-                    );
-                }
-            }
-        };
-    }
-
     /// Defines a band kernel: for each of `prm.rows` rows, `prm.pairs`
     /// pairs of outputs (`$row2` per kernel row, then `$stage2`) and, if
     /// `prm.odd`, a last single one (`$row1`, `$stage1`).
+    /// Defines a band kernel: for each of `prm.rows` rows, if given
+    /// `$row4`/`$stage4`, `prm.quads` quads of outputs (`$row4` per kernel
+    /// row, then `$stage4`: 7 fewer instructions per 4 outputs than two
+    /// pairs), then `prm.pairs` pairs (`$row2`, `$stage2`) and, if
+    /// `prm.odd`, a last single output (`$row1`, `$stage1`).
     macro_rules! band_kernel {
-        ($(#[$doc:meta])* $name:ident, $row2:ident, $row1:ident, $stage2:ident, $stage1:ident) => {
+        ($(#[$doc:meta])* $name:ident, $row2:ident, $row1:ident, $stage2:ident, $stage1:ident
+            $(, $row4:ident, $stage4:ident)?) => {
             $(#[$doc])*
             ///
             /// # Safety
@@ -2626,24 +2548,45 @@ mod dsp {
             #[inline(never)]
             unsafe fn $name(p: [*const i16; 3], prm: &mut BandParams, out: *mut i8) {
                 // SAFETY: reads the plane elements and writes the outputs the
-                // caller vouches for, reads `prm` and counts `prm.rows` down;
-                // r6, r7 and r11 are pushed and popped; flags clobbered.
+                // caller vouches for, reads `prm` and counts `prm.rows` (and
+                // `prm.quads_left`) down; r6, r7 and r11 are pushed and
+                // popped; flags clobbered.
                 unsafe {
                     asm!(
                         "push {{r6, r7, r11}}",
                         "ldr r11, [r12, #56]",
                         "2:",
+                        $(
+                            "ldr r6, [r12, #72]",
+                            "cmp r6, #0",
+                            "beq 6f",
+                            "str r6, [r12, #76]",
+                            "3:",
+                            "ldrd r0, r1, [r12, #24]",
+                            "ldrd r2, r3, [r12, #24]",
+                            $row4!("0", "r8"),
+                            $row4!("8", "r9"),
+                            $row4!("16", "r10"),
+                            $stage4!(),
+                            "ldr r6, [r12, #76]",
+                            "subs r6, r6, #1",
+                            "str r6, [r12, #76]",
+                            "bne 3b",
+                            "6:",
+                            // (The quads use r11 for an input.)
+                            "ldr r11, [r12, #56]",
+                        )?
                         "ldr r6, [r12, #44]",
                         "cmp r6, #0",
                         "beq 4f",
-                        "3:",
+                        "7:",
                         "ldrd r0, r1, [r12, #24]",
                         $row2!("0", "r8"),
                         $row2!("8", "r9"),
                         $row2!("16", "r10"),
                         $stage2!(),
                         "subs r6, r6, #1",
-                        "bne 3b",
+                        "bne 7b",
                         "4:",
                         "ldr r6, [r12, #48]",
                         "cmp r6, #0",
@@ -2682,17 +2625,17 @@ mod dsp {
         };
     }
 
-    band_kernel4!(
+    band_kernel!(
         /// A band of a 3×3 depthwise channel, inner stride 1, `FastFull`
         /// output stage, all in registers; the plane rows at `p[0..3]`
         /// advance by `padv` bytes per row, the outputs are `ostep` bytes
         /// apart from `out` (advanced by `oadv` per row). Output `j` reads
         /// columns `j .. j + 4` (the last of a quad or pair up to `j + 3`).
-        k3s1_band, stage4, stage2, stage1
+        k3s1_band, s1_row2, s1_row1, stage2, stage1, s1_row4, stage4
     );
-    band_kernel4!(
+    band_kernel!(
         /// As [`k3s1_band`] with the `Wide` output stage.
-        k3s1_band_wide, stage4w, stage2w, stage1w
+        k3s1_band_wide, s1_row2, s1_row1, stage2w, stage1w, s1_row4, stage4w
     );
     band_kernel!(
         /// A band of a 3×3 depthwise channel, inner stride 2, `FastFull`
@@ -2744,15 +2687,15 @@ mod dsp {
             m2: rq.m2,
             cp: rq.cp,
             rs: if wide { u32::from(rq.rs) - 1 } else { u32::from(rq.rs) },
-            pairs: pairs as u32,
+            // Stride 1: quads, then a pair if n mod 4 ≥ 2.
+            pairs: if stride1 { pairs % 2 } else { pairs } as u32,
             odd: (n % 2) as u32,
             rows: rows as u32,
             ostep: i.out_step as u32,
             padv: (2 * o.stride * g.wp).wrapping_sub(advanced) as u32,
             oadv: o.out_step.wrapping_sub(2 * pairs * i.out_step) as u32,
             offset: rq.offset,
-            quads: (n / 4) as u32,
-            pair: ((n / 2) % 2) as u32,
+            quads: if stride1 { n / 4 } else { 0 } as u32,
             quads_left: 0,
         };
         let p = [0, 1, 2].map(|ko| plane.as_ptr().wrapping_add(ko * g.outer.dil * g.wp));
