@@ -1007,6 +1007,14 @@ fn conv_indirect(
     };
     let (oh, ow) = (output_dims.h, output_dims.w);
     let n = output_dims.c;
+    // 4-byte pixels into 8 channels (VWW's first layer): pixel-major.
+    if n == 8 && cp == PACK_K && flipped && p.dilation == (1, 1) {
+        let frame =
+            x86::PixelFrame { batches: output_dims.n, rows, cols, fh, fw, sy: p.stride.0, sx: p.stride.1, oh, ow };
+        if x86::conv_pixels8(base, frame, packed, e, output) {
+            return true;
+        }
+    }
     let pixels = output_dims.n * oh * ow;
     let Some(gemm) = x86::IndirectGemm::new(base, flipped, qoff, packed, e) else { return false };
     let mut pix = 0;
@@ -1913,6 +1921,60 @@ mod tests {
                 conv2d_i8_with(isa, &p, id, &input, fd, &filter, Some(&packed), Some(&bias), requant, od, &mut got)
                     .unwrap();
                 assert!(got == want, "{isa}: {hw}x{hw}x{c}, {n} {f}x{f} filters, padding {pad}");
+            }
+        }
+    }
+
+    /// The pixel-major path for 8 filters over 3- or 4-channel images
+    /// (`x86::conv_pixels8`): strides 1 and 2 on each axis, with and without
+    /// padding, rows of 1 to 33 outputs (partial 16-pixel blocks and their
+    /// masked loads and stores), two images; against the reference on every
+    /// ISA this CPU has (the portable and AVX2 paths too).
+    #[test]
+    fn eight_filter_convolutions_match_the_reference() {
+        // (input h, input w, channels, filter h, filter w, stride, padding)
+        let cases = [
+            (7, 7, 3, 3, 3, (1, 1), (1, 1)),
+            (9, 66, 3, 3, 3, (2, 2), (0, 0)),
+            (10, 67, 3, 3, 3, (2, 2), (1, 1)),
+            (5, 34, 4, 3, 3, (1, 2), (1, 0)),
+            (6, 17, 3, 2, 2, (2, 1), (0, 1)),
+            (3, 3, 3, 3, 3, (2, 2), (1, 1)),
+            (12, 40, 3, 1, 1, (1, 1), (0, 0)),
+        ];
+        let n = 8;
+        for (ih, iw, c, fh, fw, stride, pad) in cases {
+            let out = |i: usize, p: usize, f: usize, s: usize| (i + 2 * p - f) / s + 1;
+            let id = Dims4::new(2, ih, iw, c);
+            let fd = Dims4::new(n, fh, fw, c);
+            let od = Dims4::new(2, out(ih, pad.0, fh, stride.0), out(iw, pad.1, fw, stride.1), n);
+            let input: Vec<i8> = (0..id.elements().unwrap()).map(|i| (i * 37 % 251) as i8).collect();
+            let filter: Vec<i8> = (0..n * fh * fw * c).map(|i| (i * 11 % 253) as i8).collect();
+            let bias: Vec<i32> = (0..n as i32).map(|i| i * 1000 - 9000).collect();
+            let (multiplier, shift): (Vec<i32>, Vec<i32>) =
+                (0..n as i32).map(|i| (1_100_000_000 + i * 9_000_000, -8 - i % 3)).unzip();
+            let requant = Requant { multiplier: &multiplier, shift: &shift };
+            let p = ConvParams {
+                stride,
+                dilation: (1, 1),
+                padding: pad,
+                input_offset: 3,
+                output_offset: -5,
+                clamp: Clamp { min: -120, max: 127 },
+            };
+            let kp = conv_packed_depth(fd).unwrap();
+            let (dl, cl) = packed_len(n, kp).unwrap();
+            let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
+            pack_conv_filter(fd, &filter, &mut data, &mut colsum).unwrap();
+            let packed = PackedFilter { n, k: kp, data: &data, colsum: &colsum };
+            let mut want = vec![0i8; od.elements().unwrap()];
+            reference::conv2d_i8(&p, id, &input, fd, &filter, Some(&bias), requant, od, &mut want).unwrap();
+            assert!(want.iter().any(|&v| v != want[0]), "a degenerate case");
+            for isa in all_supported() {
+                let mut got = vec![0i8; want.len()];
+                conv2d_i8_with(isa, &p, id, &input, fd, &filter, Some(&packed), Some(&bias), requant, od, &mut got)
+                    .unwrap();
+                assert!(got == want, "{isa}: {id:?} {fd:?} stride {stride:?} padding {pad:?}");
             }
         }
     }

@@ -373,6 +373,170 @@ fn block_pairs<const P: usize>(g: &IndirectGemm<'_>, offs: &[usize], out: &mut [
     }
 }
 
+/// The geometry of [`conv_pixels8`]: a flipped (`x + 128`), padded frame
+/// of 4-byte pixels (`rows × cols` per image), a `fh × fw` window with
+/// strides `sy`, `sx` (1 or 2), dilation 1, `oh × ow` outputs per image.
+#[derive(Clone, Copy)]
+pub(super) struct PixelFrame {
+    pub(super) batches: usize,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) fh: usize,
+    pub(super) fw: usize,
+    pub(super) sy: usize,
+    pub(super) sx: usize,
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+}
+
+/// A convolution of 4-byte pixels (3 image channels widened to 4, or 4)
+/// into 8 output channels, pixel-major: a register holds one channel of 16
+/// neighbouring output pixels, each window tap's 16 input words are one
+/// load (stride 1) or two loads and a `vpermt2d` (stride 2), and every
+/// `vpdpbusd` takes its channel's 4 weights broadcast from memory. The 8
+/// channels' outputs (16 bytes each) are interleaved into pixel order with
+/// two `vpermt2b` (VBMI). [`block_pairs`], which this replaces for such
+/// layers (VWW's first), spent most of its time assembling each pair of
+/// pixels' input words, not in `vpdpbusd`.
+///
+/// Exactness: the same products, sums (mod 2^32), `corr`, output stage,
+/// zero point and clamp as [`block_pairs`], per channel instead of per lane.
+///
+/// Returns false (nothing written) if the CPU lacks VBMI or the shapes do
+/// not fit.
+pub(super) fn conv_pixels8(
+    base: &[i8],
+    f: PixelFrame,
+    packed: &PackedFilter<'_>,
+    e: &Epilogue,
+    out: &mut [i8],
+) -> bool {
+    let taps = f.fh * f.fw;
+    let ok = has_avx512vbmi()
+        && packed.n == 8
+        && packed.k == taps * PACK_K
+        && packed.data.len() >= taps * PACK_N * PACK_K
+        && e.len() >= PACK_N
+        && (f.sx == 1 || f.sx == 2)
+        && f.oh > 0
+        && f.ow > 0
+        && f.fh > 0
+        && f.fw > 0
+        && (f.oh - 1) * f.sy + f.fh <= f.rows
+        && (f.ow - 1) * f.sx + f.fw <= f.cols
+        && f.batches.checked_mul(f.rows * f.cols * PACK_K).is_some_and(|len| len <= base.len())
+        && f.batches.checked_mul(f.oh * f.ow * 8).is_some_and(|len| len == out.len());
+    if !ok {
+        return false;
+    }
+    // SAFETY: the CPU has AVX-512 VNNI and VBMI (checked above); reads and
+    // lengths checked above.
+    unsafe { pixels8(base, f, packed, e, out) };
+    true
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2")]
+fn pixels8(base: &[i8], f: PixelFrame, packed: &PackedFilter<'_>, e: &Epilogue, out: &mut [i8]) {
+    let w = packed.data.as_ptr().cast::<i32>();
+    let lo = _mm512_set1_epi32(i32::from(e.clamp.min));
+    let hi = _mm512_set1_epi32(i32::from(e.clamp.max));
+    let zp = _mm512_set1_epi32(e.output_offset);
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    // Output byte 8p + c (pixel p < 8 of the half, channel c) from byte
+    // 16c + p of [ch 0..4 | ch 4..8] (the second half: pixels 8 + p).
+    let mut idx = [[0u8; 64]; 2];
+    for (h, idx) in idx.iter_mut().enumerate() {
+        for (i, d) in idx.iter_mut().enumerate() {
+            let (px, c) = (8 * h + i / 8, i % 8);
+            *d = (if c < 4 { 16 * c + px } else { 64 + 16 * (c - 4) + px }) as u8;
+        }
+    }
+    // SAFETY: 64 bytes read from each 64-byte array.
+    let order = unsafe { [_mm512_loadu_si512(idx[0].as_ptr().cast()), _mm512_loadu_si512(idx[1].as_ptr().cast())] };
+    let words = base.as_ptr().cast::<i32>();
+    for b in 0..f.batches {
+        for oy in 0..f.oh {
+            let mut ox0 = 0;
+            while ox0 < f.ow {
+                let lanes = (f.ow - ox0).min(16);
+                let mut acc = [_mm512_setzero_si512(); 8];
+                for ky in 0..f.fh {
+                    let row = (b * f.rows + oy * f.sy + ky) * f.cols + ox0 * f.sx;
+                    for kx in 0..f.fw {
+                        let at = row + kx;
+                        // Words at + sx·j for j < lanes: inside the frame row
+                        // ((ow − 1)·sx + fw ≤ cols); masked loads read no more.
+                        // SAFETY: as just said, within base (checked by the caller).
+                        let a = unsafe {
+                            if f.sx == 1 {
+                                _mm512_maskz_loadu_epi32(mask16(lanes), words.add(at).cast())
+                            } else {
+                                let need = 2 * (lanes - 1) + 1;
+                                let l = _mm512_maskz_loadu_epi32(mask16(need.min(16)), words.add(at).cast());
+                                let h = _mm512_maskz_loadu_epi32(
+                                    mask16(need.saturating_sub(16)),
+                                    words.add(at + 16).cast(),
+                                );
+                                _mm512_permutex2var_epi32(l, evens, h)
+                            }
+                        };
+                        let q = ky * f.fw + kx;
+                        for (c, acc) in acc.iter_mut().enumerate() {
+                            // SAFETY: word q·16 + c of the packed weights
+                            // (q < taps, c < 8; length checked by the caller).
+                            let wc = _mm512_set1_epi32(unsafe { core::ptr::read_unaligned(w.add(q * 16 + c)) });
+                            *acc = _mm512_dpbusd_epi32(*acc, a, wc);
+                        }
+                    }
+                }
+                // (Plain loops, no closures: a closure does not inherit this
+                // function's target features, so the output stage would not
+                // inline, and `acc` would live in memory, stored after every
+                // `vpdpbusd`.)
+                let mut bytes = [_mm_setzero_si128(); 8];
+                for c in 0..8 {
+                    let v = requant512_for(
+                        e.shifts_left,
+                        _mm512_add_epi32(acc[c], _mm512_set1_epi32(e.corr[c])),
+                        _mm512_set1_epi32(e.multiplier[c]),
+                        _mm512_set1_epi32(e.left_shift[c]),
+                        _mm512_set1_epi32(e.right_shift[c]),
+                    );
+                    let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+                    bytes[c] = _mm512_cvtepi32_epi8(v);
+                }
+                let mut c03 = _mm512_castsi128_si512(bytes[0]);
+                c03 = _mm512_inserti32x4::<1>(c03, bytes[1]);
+                c03 = _mm512_inserti32x4::<2>(c03, bytes[2]);
+                c03 = _mm512_inserti32x4::<3>(c03, bytes[3]);
+                let mut c47 = _mm512_castsi128_si512(bytes[4]);
+                c47 = _mm512_inserti32x4::<1>(c47, bytes[5]);
+                c47 = _mm512_inserti32x4::<2>(c47, bytes[6]);
+                c47 = _mm512_inserti32x4::<3>(c47, bytes[7]);
+                let first = ((b * f.oh + oy) * f.ow + ox0) * 8;
+                for (h, order) in order.iter().enumerate() {
+                    if 8 * h >= lanes {
+                        break;
+                    }
+                    let px = (lanes - 8 * h).min(8);
+                    let mask: __mmask64 = if px == 8 { !0 } else { (1u64 << (8 * px)) - 1 };
+                    let v = _mm512_permutex2var_epi8(c03, *order, c47);
+                    // SAFETY: pixels ox0 + 8h .. + px of this row, 8 bytes
+                    // each: inside `out` (length checked by the caller).
+                    unsafe { _mm512_mask_storeu_epi8(out.as_mut_ptr().add(first + 64 * h).cast(), mask, v) };
+                }
+                ox0 += 16;
+            }
+        }
+    }
+}
+
+/// The low `n ≤ 16` lanes.
+#[inline]
+fn mask16(n: usize) -> __mmask16 {
+    if n >= 16 { 0xFFFF } else { ((1u32 << n) - 1) as __mmask16 }
+}
+
 /// The output stage of blocks `b0 .. b0 + B` for `R` rows.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 #[inline]
