@@ -7,7 +7,7 @@
 //! - `conv3x3`: IC's 3x3 convolution, 16 → 16 channels over 32x32, pad 1
 //!   (2,359,296 MACs);
 //! - `conv0_rgb`: VWW's first layer, 3x3 stride 2 over a 96x96x3 image
-//!   (3 channels: the channel-padded indirect GEMM);
+//!   into 8 channels (the pixel-major kernel on AVX-512 VBMI);
 //! - `depthwise3x3`: KWS's depthwise layer, 64 channels over 25x5, pad 1;
 //! - `depthwise_48x48x8`, `depthwise_s2_48x48x16`, `depthwise_6x6x128`:
 //!   VWW's first, first stride-2 and a late 3x3 depthwise layer (narrow
