@@ -1885,8 +1885,8 @@ mod tests {
     fn indirect_convolution_paths_match_the_reference() {
         // (input h = w, channels, filter h = w, padding, filters): 1x1 in
         // place (55 KiB), 1x1 copied, 3x3 padded copy, 3x3 padded too
-        // large; 8 filters on a 3-channel image (two pixels per register,
-        // 81 of them: the last pair has one).
+        // large; 8 filters on a 3-channel image (pixel-major with VBMI, else
+        // two pixels per register, 81 of them: the last pair has one).
         let cases = [(48, 24, 1, 0, 20), (16, 16, 1, 0, 20), (20, 16, 3, 1, 20), (52, 16, 3, 1, 20), (7, 3, 3, 1, 8)];
         for (hw, c, f, pad, n) in cases {
             let k = f * f * c;
