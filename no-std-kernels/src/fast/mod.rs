@@ -892,6 +892,26 @@ fn check_window_op(
 #[cfg(target_arch = "x86_64")]
 const MAX_PADDED: usize = 40 * 1024;
 
+/// Tests turn the pixel-major path off to reach the two-pixels-per-register
+/// one ([`x86`]'s `block_pairs`, for CPUs without VBMI) on this CPU.
+#[cfg(test)]
+static NO_PIXEL_MAJOR: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`conv_indirect`] may take `x86::conv_pixels8` (always, but in
+/// tests that ask otherwise).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn pixel_major() -> bool {
+    #[cfg(test)]
+    {
+        !NO_PIXEL_MAJOR.load(core::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(test))]
+    {
+        true
+    }
+}
+
 /// Convolution as an *indirect* GEMM: the micro-kernel reads each 4-value
 /// depth group of a pixel's window straight from the input (or from a
 /// zero-point-padded copy when the layer pads), at `pixel offset + group
@@ -1008,7 +1028,7 @@ fn conv_indirect(
     let (oh, ow) = (output_dims.h, output_dims.w);
     let n = output_dims.c;
     // 4-byte pixels into 8 channels (VWW's first layer): pixel-major.
-    if n == 8 && cp == PACK_K && flipped && p.dilation == (1, 1) {
+    if n == 8 && cp == PACK_K && flipped && p.dilation == (1, 1) && pixel_major() {
         let frame =
             x86::PixelFrame { batches: output_dims.n, rows, cols, fh, fw, sy: p.stride.0, sx: p.stride.1, oh, ow };
         if x86::conv_pixels8(base, frame, packed, e, output) {
@@ -1888,7 +1908,13 @@ mod tests {
         // large; 8 filters on a 3-channel image (pixel-major with VBMI, else
         // two pixels per register, 81 of them: the last pair has one).
         let cases = [(48, 24, 1, 0, 20), (16, 16, 1, 0, 20), (20, 16, 3, 1, 20), (52, 16, 3, 1, 20), (7, 3, 3, 1, 8)];
-        for (hw, c, f, pad, n) in cases {
+        // The last case once more with the pixel-major path off: the
+        // two-pixels-per-register one, which CPUs without VBMI take.
+        let pairs = [(false, cases.len()), (true, 1)];
+        for (hw, c, f, pad, n, no_pixel_major) in pairs.iter().flat_map(|&(off, count)| {
+            cases[cases.len() - count..].iter().map(move |&(a, b, c, d, e)| (a, b, c, d, e, off))
+        }) {
+            NO_PIXEL_MAJOR.store(no_pixel_major, core::sync::atomic::Ordering::Relaxed);
             let k = f * f * c;
             let id = Dims4::new(1, hw, hw, c);
             let fd = Dims4::new(n, f, f, c);
@@ -1920,9 +1946,13 @@ mod tests {
                 let mut got = vec![0i8; want.len()];
                 conv2d_i8_with(isa, &p, id, &input, fd, &filter, Some(&packed), Some(&bias), requant, od, &mut got)
                     .unwrap();
-                assert!(got == want, "{isa}: {hw}x{hw}x{c}, {n} {f}x{f} filters, padding {pad}");
+                assert!(
+                    got == want,
+                    "{isa}: {hw}x{hw}x{c}, {n} {f}x{f} filters, padding {pad}, no pixel-major {no_pixel_major}"
+                );
             }
         }
+        NO_PIXEL_MAJOR.store(false, core::sync::atomic::Ordering::Relaxed);
     }
 
     /// The pixel-major path for 8 filters over 3- or 4-channel images
