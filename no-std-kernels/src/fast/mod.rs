@@ -1896,6 +1896,37 @@ mod tests {
         assert_eq!(pack_filter(n, k, &w[1..], &mut data, &mut colsum), Err(KernelError::ShapeMismatch));
     }
 
+    /// Packs `filter`, runs the convolution on every ISA this CPU has and
+    /// asserts each equals the reference's output (which must not be
+    /// constant: a degenerate case would prove nothing).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_matches_on_every_isa(
+        p: &ConvParams,
+        id: Dims4,
+        input: &[i8],
+        fd: Dims4,
+        filter: &[i8],
+        bias: &[i32],
+        requant: Requant<'_>,
+        od: Dims4,
+        what: &str,
+    ) {
+        let n = fd.n;
+        let kp = conv_packed_depth(fd).unwrap();
+        let (dl, cl) = packed_len(n, kp).unwrap();
+        let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
+        pack_conv_filter(fd, filter, &mut data, &mut colsum).unwrap();
+        let packed = PackedFilter { n, k: kp, data: &data, colsum: &colsum };
+        let mut want = vec![0i8; od.elements().unwrap()];
+        reference::conv2d_i8(p, id, input, fd, filter, Some(bias), requant, od, &mut want).unwrap();
+        assert!(want.iter().any(|&v| v != want[0]), "a degenerate case");
+        for isa in all_supported() {
+            let mut got = vec![0i8; want.len()];
+            conv2d_i8_with(isa, p, id, input, fd, filter, Some(&packed), Some(bias), requant, od, &mut got).unwrap();
+            assert!(got == want, "{isa}: {what}");
+        }
+    }
+
     /// The indirect convolution reads a flipped copy of the input (padded
     /// or not) when it fits [`MAX_PADDED`], an unpadded input in place when
     /// it does not, and gives a padded one that does not fit to the patch
@@ -1934,23 +1965,9 @@ mod tests {
                 output_offset: -5,
                 clamp: Clamp { min: -128, max: 127 },
             };
-            let kp = conv_packed_depth(fd).unwrap();
-            let (dl, cl) = packed_len(n, kp).unwrap();
-            let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
-            pack_conv_filter(fd, &filter, &mut data, &mut colsum).unwrap();
-            let packed = PackedFilter { n, k: kp, data: &data, colsum: &colsum };
-            let mut want = vec![0i8; od.elements().unwrap()];
-            reference::conv2d_i8(&p, id, &input, fd, &filter, Some(&bias), requant, od, &mut want).unwrap();
-            assert!(want.iter().any(|&v| v != want[0]), "a degenerate case");
-            for isa in all_supported() {
-                let mut got = vec![0i8; want.len()];
-                conv2d_i8_with(isa, &p, id, &input, fd, &filter, Some(&packed), Some(&bias), requant, od, &mut got)
-                    .unwrap();
-                assert!(
-                    got == want,
-                    "{isa}: {hw}x{hw}x{c}, {n} {f}x{f} filters, padding {pad}, no pixel-major {no_pixel_major}"
-                );
-            }
+            let what =
+                std::format!("{hw}x{hw}x{c}, {n} {f}x{f} filters, padding {pad}, no pixel-major {no_pixel_major}");
+            conv_matches_on_every_isa(&p, id, &input, fd, &filter, &bias, requant, od, &what);
         }
         NO_PIXEL_MAJOR.store(false, core::sync::atomic::Ordering::Relaxed);
     }
@@ -1992,20 +2009,8 @@ mod tests {
                 output_offset: -5,
                 clamp: Clamp { min: -120, max: 127 },
             };
-            let kp = conv_packed_depth(fd).unwrap();
-            let (dl, cl) = packed_len(n, kp).unwrap();
-            let (mut data, mut colsum) = (vec![0i8; dl], vec![0i32; cl]);
-            pack_conv_filter(fd, &filter, &mut data, &mut colsum).unwrap();
-            let packed = PackedFilter { n, k: kp, data: &data, colsum: &colsum };
-            let mut want = vec![0i8; od.elements().unwrap()];
-            reference::conv2d_i8(&p, id, &input, fd, &filter, Some(&bias), requant, od, &mut want).unwrap();
-            assert!(want.iter().any(|&v| v != want[0]), "a degenerate case");
-            for isa in all_supported() {
-                let mut got = vec![0i8; want.len()];
-                conv2d_i8_with(isa, &p, id, &input, fd, &filter, Some(&packed), Some(&bias), requant, od, &mut got)
-                    .unwrap();
-                assert!(got == want, "{isa}: {id:?} {fd:?} stride {stride:?} padding {pad:?}");
-            }
+            let what = std::format!("{id:?} {fd:?} stride {stride:?} padding {pad:?}");
+            conv_matches_on_every_isa(&p, id, &input, fd, &filter, &bias, requant, od, &what);
         }
     }
 
