@@ -95,8 +95,10 @@ impl OwnedModel {
         Ok(OwnedModel { bytes, layout, packed })
     }
 
-    /// The weights packed for the fast kernels: pass them to
-    /// [`Interpreter::with_packed`].
+    /// The weights packed for the fast kernels, for
+    /// [`Interpreter::with_packed`]; an interpreter of this model takes them
+    /// with [`Interpreter::with_owned`], which skips checking that the decoded
+    /// records are the model's.
     ///
     /// ```no_run
     /// # use edgefleet_runtime::{Interpreter, OwnedModel};
@@ -104,7 +106,7 @@ impl OwnedModel {
     /// let owned = OwnedModel::load(&std::fs::read("kws.efm")?)?;
     /// let model = owned.model();
     /// let mut arena = vec![0u8; model.arena_size()];
-    /// let mut it = Interpreter::new(&model, &mut arena)?.with_packed(owned.packed());
+    /// let mut it = Interpreter::new(&model, &mut arena)?.with_owned(&owned);
     /// it.invoke()?;
     /// # Ok(()) }
     /// ```
