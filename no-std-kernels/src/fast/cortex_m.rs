@@ -3,7 +3,7 @@
 //! no allocator, so these read the package's OHWI weights directly
 //! (CMSIS-NN style, no packing) and keep their scratch on the stack.
 //!
-//! - **Convolution and fully connected**: an int8 GEMM. The patches of 7
+//! - **Convolution and fully connected**: an int8 GEMM. The patches of 6
 //!   output pixels are gathered ("im2col") into an `i16` stack buffer with
 //!   the input offset added (taps in the padding are 0), interleaved by
 //!   groups of 4 depth values and in the element order `sxtb16` produces:
@@ -11,12 +11,13 @@
 //!   (as CMSIS-NN's `arm_nn_mat_mult_kernel_s8_s16` reorders them). Each
 //!   output channel's weight row is read 4 bytes at a time, split with
 //!   `sxtb16` / `sxtb16 ror #8` into `[w0, w2]`, `[w1, w3]` and multiplied
-//!   into 7 accumulators with `smlad`: `ldr`, 2 × `sxtb16`, 7 × (`ldrd` + 2
-//!   × `smlad`) per 4 depth values, 24 instructions for 28 MACs, which uses
-//!   all 14 general registers. [`gemm7_fast`] runs that loop and the output
+//!   into 6 accumulators with `smlad`: `ldr`, 2 × `sxtb16`, 3 × (`ldm` of two
+//!   pixels' 4 words + 4 × `smlad`) per 4 depth values, 18 instructions for
+//!   24 MACs (7 pixels with `ldrd` took 24 for 28), which uses all 14
+//!   general registers. [`gemm6_fast`] runs that loop and the output
 //!   stage for channel after channel in one `asm!` block (its loop state on
 //!   the stack); channels whose output stage it does not do, and blocks of
-//!   fewer than 4 pixels, go through [`dot7`] / [`dot_n`] and the output
+//!   fewer than 4 pixels, go through [`dot6`] / [`dot_n`] and the output
 //!   stage in Rust. A depth that is not a multiple of 4 ends in a group
 //!   whose weight word reads the next row's first bytes, which meet the
 //!   patch's zero padding (the filter's last row is done in Rust).
@@ -443,7 +444,7 @@ mod dsp {
         }
     }
 
-    /// One output channel as the fused GEMM kernel [`gemm7_fast`] reads it
+    /// One output channel as the fused GEMM kernel [`gemm6_fast`] reads it
     /// (byte offsets 0, 4, 8, 12): the bias and the channel's [`Rq`].
     #[derive(Clone, Copy)]
     #[repr(C)]
@@ -500,7 +501,7 @@ mod dsp {
     // -----------------------------------------------------------------------
 
     /// Pixels per block of the hand-written kernel.
-    const SLOTS: usize = 7;
+    const SLOTS: usize = 6;
     /// Words of the im2col buffer (8 KiB on the stack).
     const COL_WORDS: usize = 2048;
 
@@ -508,7 +509,7 @@ mod dsp {
     #[repr(C, align(8))]
     struct ColBuf([u32; COL_WORDS]);
 
-    /// Pixels per block for depth `k`: 7 if their patches fit the buffer,
+    /// Pixels per block for depth `k`: 6 if their patches fit the buffer,
     /// else as many as fit (0: the layer is too deep for the buffer).
     fn slots_for(k: usize) -> usize {
         match k.div_ceil(4) {
@@ -657,8 +658,8 @@ mod dsp {
         /// writing the patch of pixel `pix` into slot `q` (see
         /// [`PatchWriter`]). `slots_for(k) ≥ 1`, `output.len() = pixels·n`.
         /// Channels go in chunks of [`CHUNK`] (the patches are gathered once
-        /// per chunk), pixels in blocks of 7; a last block of 4 to 6 pixels
-        /// runs the 7-pixel kernel on a padded block and keeps what it needs.
+        /// per chunk), pixels in blocks of 6; a last block of 4 or 5 pixels
+        /// runs the 6-pixel kernel on a padded block and keeps what it needs.
         fn run(&self, pixels: usize, mut fill: impl FnMut(&mut [u32], usize, usize, usize), output: &mut [i8]) {
             let (n, k) = (self.n, self.k);
             let slots = slots_for(k);
@@ -685,8 +686,8 @@ mod dsp {
                 let scratch = &mut scratch;
                 let mut pix = 0;
                 while pix < pixels {
-                    // Blocks of 7 (4 to 6 padded to 7), else of 1 to 3; layers
-                    // too deep for 7 patches one pixel at a time.
+                    // Blocks of 6 (4 or 5 padded to 6), else of 1 to 3; layers
+                    // too deep for 6 patches one pixel at a time.
                     let np = if slots == SLOTS { SLOTS.min(pixels - pix) } else { 1 };
                     let stride = if slots == SLOTS && np >= 4 { SLOTS } else { np };
                     let used = (k.div_ceil(4) * 2 * stride).min(COL_WORDS);
@@ -696,7 +697,7 @@ mod dsp {
                     }
                     let Some(out) = output.get_mut(pix * n..(pix + np) * n) else { return };
                     match stride {
-                        7 => chunk.block::<7>(xs, np, out, scratch),
+                        6 => chunk.block::<6>(xs, np, out, scratch),
                         3 => chunk.block::<3>(xs, np, out, scratch),
                         2 => chunk.block::<2>(xs, np, out, scratch),
                         _ => chunk.block::<1>(xs, np, out, scratch),
@@ -731,10 +732,10 @@ mod dsp {
             {
                 return;
             }
-            // The fused kernel takes whole 7-slot blocks; it reads
+            // The fused kernel takes whole 6-slot blocks; it reads
             // ceil(k/4)·4 bytes of each weight row, up to 3 bytes into the
             // next row, so not the filter's last row when k % 4 ≠ 0. Partial
-            // blocks write into `scratch` (7 rows of the chunk's channels)
+            // blocks write into `scratch` (6 rows of the chunk's channels)
             // and copy the valid rows out.
             let groups = k.div_ceil(4);
             let fused_end = if k % 4 != 0 && self.c0 + nc == n { nc - 1 } else { nc };
@@ -756,13 +757,13 @@ mod dsp {
                     // rows (k bytes each, consecutive) plus the ≤ 3 bytes read
                     // past each (the next row's) are inside the filter
                     // (checked above; not the last row when k % 4 ≠ 0);
-                    // their outputs at dst + j + q·stride (q < 7): inside
-                    // `out` (valid = 7, out.len() ≥ 7n, c0 + nc ≤ n) or
-                    // `scratch` (7·nc ≤ 7·CHUNK); `xs` holds 14·groups words,
+                    // their outputs at dst + j + q·stride (q < 6): inside
+                    // `out` (valid = 6, out.len() ≥ 6n, c0 + nc ≤ n) or
+                    // `scratch` (6·nc ≤ 6·CHUNK); `xs` holds 12·groups words,
                     // 8-byte aligned (a prefix of `ColBuf`); the table has
                     // fused_end − j ≥ 1 entries from j.
                     let left = unsafe {
-                        gemm7_fast(
+                        gemm6_fast(
                             g.filter.as_ptr().add((self.c0 + j) * k),
                             self.table.as_ptr().add(j),
                             fused_end - j,
@@ -788,8 +789,8 @@ mod dsp {
                     }
                 }
                 // Channel j is not `FastFull`, `Wide` or `Const` (or the
-                // block has fewer than 7 slots): in Rust, two channels at a
-                // time in blocks of fewer than 7 slots.
+                // block has fewer than 6 slots): in Rust, two channels at a
+                // time in blocks of fewer than 6 slots.
                 if !fused && N <= 2 && j + 1 < nc {
                     self.channel_pair::<N>(j, xs, valid, out);
                     j += 2;
@@ -822,11 +823,11 @@ mod dsp {
             let Some(t) = self.table.get(j) else { return };
             let row = g.filter.get(ch * k..(ch + 1) * k).unwrap_or(&[]);
             let mut acc = [t.bias; N];
-            if N == SLOTS {
-                // SAFETY: `row` has k ≥ 4·groups bytes; `xs` has
-                // ceil(k/4)·2·7 ≥ 14·groups words and is 8-byte aligned (a
+            if N == SLOTS && groups > 0 {
+                // SAFETY: `groups ≥ 1`; `row` has k ≥ 4·groups bytes; `xs` has
+                // ceil(k/4)·2·6 ≥ 12·groups words and is 8-byte aligned (a
                 // prefix of `ColBuf`).
-                let a = unsafe { dot7(row.as_ptr(), xs.as_ptr(), groups, t.bias) };
+                let a = unsafe { dot6(row.as_ptr(), xs.as_ptr(), groups, t.bias) };
                 for (d, s) in acc.iter_mut().zip(a) {
                     *d = s;
                 }
@@ -1022,146 +1023,151 @@ mod dsp {
         *acc = [a0, a1, b0, b1];
     }
 
-    /// The first group of [`gemm7_fast`]'s channel: as `step7!`, every
-    /// accumulator starting from the bias in r8 (pixel 2's, r8 itself, last),
-    /// so no `mov`s set them up; `r1 += 56`.
+    /// The first group of [`gemm6_fast`]'s channel: as `step6!`, every
+    /// accumulator starting from the bias in r11 (pixel 5's, r11 itself,
+    /// last), so no `mov`s set them up.
     #[rustfmt::skip]
-    macro_rules! step7_init {
+    macro_rules! step6_init {
         () => {
             concat!(
-                "ldr r4, [r0], #4\n",
-                "sxtb16 r5, r4, ror #8\n",
-                "sxtb16 r4, r4\n",
-                "ldrd r2, r3, [r1]\n",
-                "smlad r6, r4, r2, r8\n",
-                "smlad r6, r5, r3, r6\n",
-                "ldrd r2, r3, [r1, #8]\n",
-                "smlad r7, r4, r2, r8\n",
-                "smlad r7, r5, r3, r7\n",
-                "ldrd r2, r3, [r1, #24]\n",
-                "smlad r9, r4, r2, r8\n",
-                "smlad r9, r5, r3, r9\n",
-                "ldrd r2, r3, [r1, #32]\n",
-                "smlad r10, r4, r2, r8\n",
-                "smlad r10, r5, r3, r10\n",
-                "ldrd r2, r3, [r1, #40]\n",
-                "smlad r11, r4, r2, r8\n",
-                "smlad r11, r5, r3, r11\n",
-                "ldrd r2, r3, [r1, #48]\n",
-                "smlad lr, r4, r2, r8\n",
-                "smlad lr, r5, r3, lr\n",
-                "ldrd r2, r3, [r1, #16]\n",
-                "add r1, r1, #56\n",
-                "smlad r8, r4, r2, r8\n",
-                "smlad r8, r5, r3, r8\n",
+                "ldr r12, [r0], #4\n",
+                "sxtb16 lr, r12, ror #8\n",
+                "sxtb16 r12, r12\n",
+                "ldm r1!, {{r2, r3, r4, r5}}\n",
+                "smlad r6, r12, r2, r11\n",
+                "smlad r6, lr, r3, r6\n",
+                "smlad r7, r12, r4, r11\n",
+                "smlad r7, lr, r5, r7\n",
+                "ldm r1!, {{r2, r3, r4, r5}}\n",
+                "smlad r8, r12, r2, r11\n",
+                "smlad r8, lr, r3, r8\n",
+                "smlad r9, r12, r4, r11\n",
+                "smlad r9, lr, r5, r9\n",
+                "ldm r1!, {{r2, r3, r4, r5}}\n",
+                "smlad r10, r12, r2, r11\n",
+                "smlad r10, lr, r3, r10\n",
+                "smlad r11, r12, r4, r11\n",
+                "smlad r11, lr, r5, r11\n",
             )
         };
     }
 
-    /// One group of 4 depth values for 7 pixels: weights at `r0`, patches at
-    /// `r1`; accumulators r6, r7, r8, r9, r10, r11, lr.
+    /// One group of 4 depth values for 6 pixels: weights at `r0` (widened
+    /// into r12 and lr), patches at `r1`, two pixels per `ldm` (r2–r5);
+    /// accumulators r6–r11. 18 instructions for 24 MACs.
     #[rustfmt::skip]
-    macro_rules! step7 {
+    macro_rules! step6 {
         () => {
             concat!(
-                "ldr r4, [r0], #4\n",
-                "sxtb16 r5, r4, ror #8\n",
-                "sxtb16 r4, r4\n",
-                "ldrd r2, r3, [r1], #8\n",
-                "smlad r6, r4, r2, r6\n",
-                "smlad r6, r5, r3, r6\n",
-                "ldrd r2, r3, [r1], #8\n",
-                "smlad r7, r4, r2, r7\n",
-                "smlad r7, r5, r3, r7\n",
-                "ldrd r2, r3, [r1], #8\n",
-                "smlad r8, r4, r2, r8\n",
-                "smlad r8, r5, r3, r8\n",
-                "ldrd r2, r3, [r1], #8\n",
-                "smlad r9, r4, r2, r9\n",
-                "smlad r9, r5, r3, r9\n",
-                "ldrd r2, r3, [r1], #8\n",
-                "smlad r10, r4, r2, r10\n",
-                "smlad r10, r5, r3, r10\n",
-                "ldrd r2, r3, [r1], #8\n",
-                "smlad r11, r4, r2, r11\n",
-                "smlad r11, r5, r3, r11\n",
-                "ldrd r2, r3, [r1], #8\n",
-                "smlad lr, r4, r2, lr\n",
-                "smlad lr, r5, r3, lr\n",
+                "ldr r12, [r0], #4\n",
+                "sxtb16 lr, r12, ror #8\n",
+                "sxtb16 r12, r12\n",
+                "ldm r1!, {{r2, r3, r4, r5}}\n",
+                "smlad r6, r12, r2, r6\n",
+                "smlad r6, lr, r3, r6\n",
+                "smlad r7, r12, r4, r7\n",
+                "smlad r7, lr, r5, r7\n",
+                "ldm r1!, {{r2, r3, r4, r5}}\n",
+                "smlad r8, r12, r2, r8\n",
+                "smlad r8, lr, r3, r8\n",
+                "smlad r9, r12, r4, r9\n",
+                "smlad r9, lr, r5, r9\n",
+                "ldm r1!, {{r2, r3, r4, r5}}\n",
+                "smlad r10, r12, r2, r10\n",
+                "smlad r10, lr, r3, r10\n",
+                "smlad r11, r12, r4, r11\n",
+                "smlad r11, lr, r5, r11\n",
             )
         };
     }
 
-    /// `bias + Σ_{g < groups} dot(w[4g..4g+4], patch_q[g])` for the 7 pixels
-    /// `q` of an interleaved buffer (slot stride 7), four groups per
-    /// iteration (one and two before, for the remainder).
+    /// The depth loop after a channel's first group: with N = bit 0 and C =
+    /// bit 1 of the groups left (set by `lsls #31` before the first group;
+    /// no step changes the flags), one step, two steps, then four at a time
+    /// until `r1` reaches the end pointer at `[sp, #$end]`.
+    #[rustfmt::skip]
+    macro_rules! steps6 {
+        ($end:literal) => {
+            concat!(
+                "bpl 2f\n",
+                step6!(),
+                "2:\n",
+                "bcc 3f\n",
+                step6!(),
+                step6!(),
+                "3:\n",
+                "ldr r2, [sp, #", $end, "]\n",
+                "cmp r1, r2\n",
+                "beq 5f\n",
+                "4:\n",
+                step6!(),
+                step6!(),
+                step6!(),
+                step6!(),
+                "ldr r2, [sp, #", $end, "]\n",
+                "cmp r1, r2\n",
+                "bne 4b\n",
+                "5:\n",
+            )
+        };
+    }
+
+    /// `bias + Σ_{g < groups} dot(w[4g..4g+4], patch_q[g])` for the 6 pixels
+    /// `q` of an interleaved buffer (slot stride 6), `groups ≥ 1`.
     ///
     /// Uses all 14 general registers: r0–r5, r8–r10, r12 and lr as operands,
     /// and r6, r7 and r11 (which `asm!` does not hand out: base and frame
-    /// pointers) saved on the stack and restored. The register choices work
-    /// in both ARM and Thumb-2 state (`ldrd` takes an even/odd pair in ARM).
+    /// pointers) saved on the stack and restored; the end pointer of the
+    /// patches lives on the stack. The register choices work in both ARM and
+    /// Thumb-2 state.
     ///
     /// # Safety
-    /// `w` must be readable for `4·groups` bytes (any alignment) and `x`
-    /// readable for `56·groups` bytes and 4-byte aligned.
+    /// `groups ≥ 1`; `w` must be readable for `4·groups` bytes (any
+    /// alignment) and `x` readable for `48·groups` bytes and 4-byte aligned.
     #[inline(always)]
-    unsafe fn dot7(w: *const i8, x: *const u32, groups: usize, bias: i32) -> [i32; 7] {
-        let (a0, a1, a2, a3, a4, a5, a6): (i32, i32, i32, i32, i32, i32, i32);
+    unsafe fn dot6(w: *const i8, x: *const u32, groups: usize, bias: i32) -> [i32; 6] {
+        let (a0, a1, a2, a3, a4, a5): (i32, i32, i32, i32, i32, i32);
+        let end = x.wrapping_add(12 * groups);
         // SAFETY: reads `4·groups` bytes from `w` (`ldr` allows any
-        // alignment) and `56·groups` bytes from `x` (`ldrd`, 4-byte aligned),
-        // which the caller guarantees; r6, r7 and r11 are pushed and popped
-        // (no calls in between); flags are clobbered (no `preserves_flags`).
+        // alignment) and `48·groups` bytes from `x` (`ldm`, 4-byte aligned),
+        // which the caller guarantees (the loop stops at `end`, reached after
+        // whole groups); r6, r7 and r11 are pushed and popped, the end
+        // pointer pushed below them popped first (no calls in between);
+        // flags are clobbered (no `preserves_flags`).
         unsafe {
             asm!(
                 "push {{r6, r7, r11}}",
-                "mov r6, r8",
-                "mov r7, r8",
-                "mov r9, r8",
-                "mov r10, r8",
+                "push {{r3}}",
                 "mov r11, r8",
-                "mov lr, r8",
-                // C = odd group count.
-                "lsrs r12, r12, #1",
-                "bcc 2f",
-                step7!(),
-                "2:",
-                // C = odd pair count, Z = no quads.
-                "lsrs r12, r12, #1",
-                "bcc 3f",
-                step7!(),
-                step7!(),
-                "3:",
-                "beq 5f",
-                "4:",
-                step7!(),
-                step7!(),
-                step7!(),
-                step7!(),
-                "subs r12, r12, #1",
-                "bne 4b",
-                "5:",
+                // The first group from the bias, then groups − 1: N and C
+                // their bits 0 and 1.
+                "sub r2, r2, #1",
+                "lsls r2, r2, #31",
+                step6_init!(),
+                steps6!("0"),
+                "add sp, sp, #4",
                 "mov r0, r6",
                 "mov r1, r7",
                 "mov r2, r11",
                 "pop {{r6, r7, r11}}",
                 inout("r0") w => a0,
                 inout("r1") x => a1,
-                out("r2") a5,
-                out("r3") _,
+                inout("r2") groups => a5,
+                inout("r3") end => _,
                 out("r4") _,
                 out("r5") _,
                 inout("r8") bias => a2,
                 out("r9") a3,
                 out("r10") a4,
-                inout("r12") groups => _,
-                out("lr") a6,
+                out("r12") _,
+                out("lr") _,
             );
         }
-        [a0, a1, a2, a3, a4, a5, a6]
+        [a0, a1, a2, a3, a4, a5]
     }
 
     /// Requantizes accumulator `$r` in place (`FastFull`: m2, cp, rs in r2,
-    /// r3, r4); `store7!` stores the seven.
+    /// r3, r4); `store6!` stores the six.
     #[rustfmt::skip]
     macro_rules! stage_acc {
         ($r:literal) => {
@@ -1175,10 +1181,10 @@ mod dsp {
         };
     }
 
-    /// Stores the 7 requantized accumulators at `[r1 + q·r12]` (two per
-    /// pointer step); r1 is dead after.
+    /// Stores the 6 requantized accumulators (r6–r11) at `[r1 + q·r12]`
+    /// (two per pointer step); r1 is dead after.
     #[rustfmt::skip]
-    macro_rules! store7 {
+    macro_rules! store6 {
         () => {
             concat!(
                 "strb r6, [r1]\n",
@@ -1189,8 +1195,6 @@ mod dsp {
                 "add r1, r1, r12, lsl #1\n",
                 "strb r10, [r1]\n",
                 "strb r11, [r1, r12]\n",
-                "add r1, r1, r12, lsl #1\n",
-                "strb lr, [r1]\n",
             )
         };
     }
@@ -1211,27 +1215,26 @@ mod dsp {
         };
     }
 
-    /// All 7 pixels of consecutive output channels, dot product and
+    /// All 6 pixels of consecutive output channels, dot product and
     /// `FastFull`, `Wide` or `Const` output stage, channel after channel
     /// while the table says one of those: weights from `w` (rows of `4·groups
     /// + wadj` bytes, consecutive, `−3 ≤ wadj ≤ 0`: a partial last group
     /// reads the first bytes of the next row, which the zero padding of the
     /// patches cancels), channel `j`'s bias and stage from `table[j]`, its
-    /// outputs at `out + j + q·n` (`q < 7`). Returns how many of the `left`
+    /// outputs at `out + j + q·n` (`q < 6`). Returns how many of the `left`
     /// channels remain (0, or the first one that is not `FastFull`, `Wide`
     /// or `Const` and those after it).
     ///
     /// The loop state lives on the stack (`sp`-relative: the dot product
-    /// needs all 14 registers, see [`dot7`]).
+    /// needs all 14 registers, see [`dot6`]).
     ///
     /// # Safety
-    /// `left ≥ 1`; for each of the `left` channels: its weight row readable
-    /// for `4·groups` bytes, its table entry readable (4-byte aligned), its
-    /// 7 outputs writable; `xs` readable for `56·groups` bytes, 4-byte
-    /// aligned.
+    /// `left ≥ 1`, `groups ≥ 1`; for each of the `left` channels: its weight
+    /// row readable for `4·groups` bytes, its table entry readable (4-byte
+    /// aligned), its 6 outputs writable; `xs` readable for `48·groups`
+    /// bytes, 4-byte aligned.
     #[allow(clippy::too_many_arguments)]
-    #[inline(never)]
-    unsafe fn gemm7_fast(
+    unsafe fn gemm6_fast(
         w: *const i8,
         table: *const Chan,
         left: usize,
@@ -1242,17 +1245,18 @@ mod dsp {
         n: usize,
     ) -> usize {
         let remaining: usize;
+        let end = xs.wrapping_add(12 * groups);
         // SAFETY: reads the weights, table entries and patches and writes
         // the outputs the caller vouches for (channel by channel, stopping at
-        // the first non-`FastFull` one, whose outputs it does not write);
-        // r6, r7 and r11 are pushed and popped, and the 24 bytes of state
-        // pushed below them are popped before (no calls in between); flags
-        // clobbered.
+        // the first non-`FastFull` one, whose outputs it does not write; the
+        // depth loop stops at `end`, after whole groups); r6, r7 and r11 are
+        // pushed and popped, and the 32 bytes of state pushed below them are
+        // popped before (no calls in between); flags clobbered.
         unsafe {
             asm!(
                 "push {{r6, r7, r11}}",
-                // [sp]: table, left, out, xs, groups, wadj, n.
-                "push {{r1, r2, r3, r4, r5, r8, r12}}",
+                // [sp]: table, left, out, xs, groups, wadj, end, n.
+                "push {{r1, r2, r3, r4, r5, r8, r9, r12}}",
                 "6:",
                 "ldr r2, [sp]",
                 "ldr r3, [r2, #12]",
@@ -1260,30 +1264,15 @@ mod dsp {
                 "cmp r4, #2",
                 "bhi 9f",
                 "beq 7f",
-                "ldr r8, [r2]",
+                "ldr r11, [r2]",
                 "ldr r1, [sp, #12]",
-                "ldr r12, [sp, #16]",
-                // groups ≥ 1: the first from the bias, then groups − 1.
-                step7_init!(),
-                "sub r12, r12, #1",
-                "lsrs r12, r12, #1",
-                "bcc 2f",
-                step7!(),
-                "2:",
-                "lsrs r12, r12, #1",
-                "bcc 3f",
-                step7!(),
-                step7!(),
-                "3:",
-                "beq 5f",
-                "4:",
-                step7!(),
-                step7!(),
-                step7!(),
-                step7!(),
-                "subs r12, r12, #1",
-                "bne 4b",
-                "5:",
+                // groups ≥ 1: the first from the bias, then groups − 1 (N
+                // and C its bits 0 and 1).
+                "ldr r5, [sp, #16]",
+                "sub r5, r5, #1",
+                "lsls r5, r5, #31",
+                step6_init!(),
+                steps6!("24"),
                 "ldr r5, [sp, #20]",
                 "add r0, r0, r5",
                 "ldr r1, [sp]",
@@ -1292,7 +1281,7 @@ mod dsp {
                 "add r1, r1, #16",
                 "str r1, [sp]",
                 "ldr r1, [sp, #8]",
-                "ldr r12, [sp, #24]",
+                "ldr r12, [sp, #28]",
                 "tst r4, #0x10000",
                 "bne 8f",
                 stage_acc!("r6"),
@@ -1301,8 +1290,7 @@ mod dsp {
                 stage_acc!("r9"),
                 stage_acc!("r10"),
                 stage_acc!("r11"),
-                stage_acc!("lr"),
-                store7!(),
+                store6!(),
                 "b 11f",
                 // Wide: r3 = 2^(rs−2), r4 = rs − 1, r5 = offset.
                 "8:",
@@ -1313,16 +1301,15 @@ mod dsp {
                 stage_wide!("r9"),
                 stage_wide!("r10"),
                 stage_wide!("r11"),
-                stage_wide!("lr"),
-                store7!(),
+                store6!(),
                 "b 11f",
-                // Const: the output byte 7 times; skip the weight row.
+                // Const: the output byte 6 times; skip the weight row.
                 "7:",
                 "ldr r3, [r2, #8]",
                 "add r2, r2, #16",
                 "str r2, [sp]",
                 "ldr r1, [sp, #8]",
-                "ldr r12, [sp, #24]",
+                "ldr r12, [sp, #28]",
                 "strb r3, [r1]",
                 "strb r3, [r1, r12]",
                 "add r1, r1, r12, lsl #1",
@@ -1331,8 +1318,6 @@ mod dsp {
                 "add r1, r1, r12, lsl #1",
                 "strb r3, [r1]",
                 "strb r3, [r1, r12]",
-                "add r1, r1, r12, lsl #1",
-                "strb r3, [r1]",
                 "ldr r12, [sp, #16]",
                 "add r0, r0, r12, lsl #2",
                 "ldr r5, [sp, #20]",
@@ -1346,7 +1331,7 @@ mod dsp {
                 "bne 6b",
                 "9:",
                 "ldr r2, [sp, #4]",
-                "add sp, sp, #28",
+                "add sp, sp, #32",
                 "pop {{r6, r7, r11}}",
                 inout("r0") w => _,
                 inout("r1") table => _,
@@ -1355,7 +1340,7 @@ mod dsp {
                 inout("r4") xs => _,
                 inout("r5") groups => _,
                 inout("r8") wadj => _,
-                out("r9") _,
+                inout("r9") end => _,
                 out("r10") _,
                 inout("r12") n => _,
                 out("lr") _,
@@ -3311,7 +3296,7 @@ mod dsp {
             }
         }
 
-        /// The fused GEMM kernel (7-pixel blocks, depth a multiple of 4 or
+        /// The fused GEMM kernel (6-pixel blocks, depth a multiple of 4 or
         /// not, every output stage with mode changes inside a chunk, more
         /// than one chunk) against the reference.
         #[test]
