@@ -158,8 +158,16 @@ fn kernels(c: &mut Criterion) {
     depthwise_layer(c, "depthwise_s2_48x48x16", Dims4::new(1, 48, 48, 16), Dims4::new(1, 24, 24, 16), 2, 0);
     depthwise_layer(c, "depthwise_6x6x128", Dims4::new(1, 6, 6, 128), Dims4::new(1, 6, 6, 128), 1, 1);
 
-    // Fully connected 640 -> 128, batch 1 (AD).
-    let (n, k) = (128, 640);
+    // AD's fully connected shapes, batch 1: the big layer, a middle one and
+    // the bottleneck (whose 1,024 MACs show the fixed cost of a call).
+    for (name, n, k) in
+        [("fully_connected", 128, 640), ("fully_connected_128x128", 128, 128), ("fully_connected_8x128", 8, 128)]
+    {
+        fully_connected(c, name, n, k);
+    }
+}
+
+fn fully_connected(c: &mut Criterion, name: &str, n: usize, k: usize) {
     let x = data(k, 5);
     let w = data(n * k, 6);
     let bias: Vec<i32> = (0..n as i32).map(|i| i * 5 - 200).collect();
@@ -171,7 +179,7 @@ fn kernels(c: &mut Criterion) {
     fast::pack_filter(n, k, &w, &mut pd, &mut cs).expect("valid filter");
     let layer = prepare(n, k, pd, cs, &bias, rq, p.input_offset);
     let mut out = vec![0i8; n];
-    let mut g = c.benchmark_group("fully_connected");
+    let mut g = c.benchmark_group(name);
     for isa in fast::all_supported() {
         fast::set_active(isa);
         g.bench_function(isa.name(), |b| {
