@@ -165,6 +165,28 @@ pub(super) fn add_i8(
     }
 }
 
+/// As [`reference::average_pool_i8`] for inputs the caller validated
+/// (`check_pool`, every window non-empty); `false` (nothing written) where
+/// this path does not apply.
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+pub(super) fn average_pool_i8(
+    p: &reference::PoolParams,
+    input_dims: Dims4,
+    input: &[i8],
+    output_dims: Dims4,
+    output: &mut [i8],
+) -> bool {
+    #[cfg(edgefleet_dsp)]
+    {
+        dsp::average_pool_i8(p, input_dims, input, output_dims, output)
+    }
+    #[cfg(not(edgefleet_dsp))]
+    {
+        let _ = (p, input_dims, input, output_dims, output);
+        false
+    }
+}
+
 #[cfg(edgefleet_dsp)]
 mod dsp {
     use super::reference;
@@ -3068,6 +3090,127 @@ mod dsp {
             _ => items.for_each(|((o, &x), &y)| *o = rq.apply(sum(x, y))),
         }
         Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Average pooling
+    // -----------------------------------------------------------------------
+
+    /// Average pooling, 8 (or 4) channels per step: `sxtab16` adds bytes 0
+    /// and 2 of an input word to one halfword pair, `sxtab16 ror #8` bytes
+    /// 1 and 3 to another, so a window's sums stay in 2–4 registers. Exact
+    /// for windows of up to 256 values (`256·−128 = −32768` still fits a
+    /// halfword). `false` (nothing written) for channels not a multiple of
+    /// 4, larger windows or inconsistent lengths; the caller validated the
+    /// parameters and that every window is non-empty.
+    pub(super) fn average_pool_i8(
+        p: &reference::PoolParams,
+        id: Dims4,
+        input: &[i8],
+        od: Dims4,
+        output: &mut [i8],
+    ) -> bool {
+        let c = id.c;
+        if c == 0
+            || !c.is_multiple_of(4)
+            || p.filter.0.saturating_mul(p.filter.1) > 256
+            || id.elements() != Some(input.len())
+            || od.elements() != Some(output.len())
+            || od.c != c
+            || od.n != id.n
+        {
+            return false;
+        }
+        let window = crate::reference::common::pool_window;
+        let (lo, hi) = (i32::from(p.clamp.min), i32::from(p.clamp.max));
+        for b in 0..od.n {
+            for oy in 0..od.h {
+                let (y0, y1) = window(oy, p.stride.0, p.padding.0, p.filter.0, id.h);
+                for ox in 0..od.w {
+                    let (x0, x1) = window(ox, p.stride.1, p.padding.1, p.filter.1, id.w);
+                    let (iy0, ix0) = (
+                        (oy * p.stride.0 + y0).wrapping_sub(p.padding.0),
+                        (ox * p.stride.1 + x0).wrapping_sub(p.padding.1),
+                    );
+                    let (rows, cols) = (y1.saturating_sub(y0), x1.saturating_sub(x0));
+                    if rows == 0 || cols == 0 || iy0.saturating_add(rows) > id.h || ix0.saturating_add(cols) > id.w {
+                        return false;
+                    }
+                    // The window lies inside the image, so every word read
+                    // below is inside `input` (its length is the elements').
+                    let first = ((b * id.h + iy0) * id.w + ix0) * c;
+                    let o = ((b * od.h + oy) * od.w + ox) * c;
+                    let Some(out) = output.get_mut(o..o + c) else { return false };
+                    let n = (rows * cols) as i32;
+                    let frame =
+                        PoolFrame { base: input.as_ptr().wrapping_add(first), rows, cols, c, row_step: id.w * c };
+                    let put = |out: &mut [i8], sums: &[u32]| {
+                        for (pair, o) in sums.chunks_exact(2).zip(out.chunks_exact_mut(4)) {
+                            let (s02, s13) = (pair[0], pair[1]);
+                            let vals = [s02 as i16, s13 as i16, (s02 >> 16) as i16, (s13 >> 16) as i16];
+                            for (d, v) in o.iter_mut().zip(vals) {
+                                let a = i32::from(v);
+                                let avg = if a > 0 { (a + n / 2) / n } else { (a - n / 2) / n };
+                                *d = avg.clamp(lo, hi) as i8;
+                            }
+                        }
+                    };
+                    let mut g = 0;
+                    while g + 8 <= c {
+                        // SAFETY: channels g..g + 8 ≤ c of the window, all
+                        // inside `input` (checked above).
+                        let sums = unsafe { frame.sums::<2>(g) };
+                        put(&mut out[g..g + 8], &sums);
+                        g += 8;
+                    }
+                    if g < c {
+                        // SAFETY: as above, channels g..g + 4 = c.
+                        let sums = unsafe { frame.sums::<1>(g) };
+                        put(&mut out[g..g + 4], &sums);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// One pooling window: `rows × cols` pixels of `c` channels from `base`
+    /// (its first pixel's channel 0), rows `row_step` bytes apart.
+    struct PoolFrame {
+        base: *const i8,
+        rows: usize,
+        cols: usize,
+        c: usize,
+        row_step: usize,
+    }
+
+    impl PoolFrame {
+        /// The window's sums of channels `g .. g + 4·G`: per 4 channels, the
+        /// halfword pairs `[x0, x2]` and `[x1, x3]`.
+        ///
+        /// # Safety
+        /// Every pixel of the window must have its channels `g .. g + 4·G`
+        /// inside one readable allocation.
+        #[inline(always)]
+        unsafe fn sums<const G: usize>(&self, g: usize) -> [u32; 4] {
+            let mut s = [0u32; 4];
+            let mut row = self.base.wrapping_add(g);
+            for _ in 0..self.rows {
+                let mut px = row;
+                for _ in 0..self.cols {
+                    for k in 0..G {
+                        // SAFETY: inside the window (the caller's promise);
+                        // `read_unaligned`: any alignment.
+                        let v = unsafe { px.add(4 * k).cast::<u32>().read_unaligned() };
+                        s[2 * k] = sxtab16(s[2 * k], v);
+                        s[2 * k + 1] = sxtab16_ror8(s[2 * k + 1], v);
+                    }
+                    px = px.wrapping_add(self.c);
+                }
+                row = row.wrapping_add(self.row_step);
+            }
+            s
+        }
     }
 
     #[cfg(test)]

@@ -1578,6 +1578,10 @@ pub fn average_pool_i8_with(
     if isa == Isa::Avx512Vnni && x86::average_pool_avx512(p, input_dims, input, output_dims, output) {
         return Ok(());
     }
+    #[cfg(target_arch = "arm")]
+    if isa == Isa::Dsp && supported(isa) && cortex_m::average_pool_i8(p, input_dims, input, output_dims, output) {
+        return Ok(());
+    }
     let mut abuf = Scratch::<i32, MAX_N>::new();
     let acc = abuf.init(c, |_| 0);
     for b in 0..output_dims.n {
@@ -1736,6 +1740,10 @@ mod battery_adapters {
         add_i8_with(Isa::Avx512Vnni, p, a, b, o)
     }
 
+    pub fn avg_pool_dsp(p: &PoolParams, id: Dims4, x: &[i8], od: Dims4, o: &mut [i8]) -> Result<(), KernelError> {
+        average_pool_i8_with(Isa::Dsp, p, id, x, od, o)
+    }
+
     pub fn add_dsp(p: &AddParams, a: &[i8], b: &[i8], o: &mut [i8]) -> Result<(), KernelError> {
         add_i8_with(Isa::Dsp, p, a, b, o)
     }
@@ -1853,6 +1861,7 @@ crate::kernel_battery!(dsp_vs_reference, {
     depthwise_conv2d: super::battery_adapters::dw_dsp,
     fully_connected: super::battery_adapters::fc_dsp,
     add: super::battery_adapters::add_dsp,
+    average_pool: super::battery_adapters::avg_pool_dsp,
 });
 
 #[cfg(test)]
@@ -2017,10 +2026,12 @@ mod tests {
     /// Global average pooling as the models use it (whole-map windows of
     /// up to 4,096 pixels, where the rounding division sees large counts),
     /// on every ISA this CPU has, against the reference; uniform maps at
-    /// both int8 extremes and a pseudo-random one.
+    /// both int8 extremes and a pseudo-random one. 16×16 is the largest
+    /// window whose sums the DSP kernel keeps in halfwords (−128 · 256 =
+    /// −32768), 12 channels its 8- and 4-channel steps.
     #[test]
     fn global_average_pools_match_the_reference() {
-        for (h, w, c) in [(25, 5, 64), (64, 64, 16), (3, 3, 260)] {
+        for (h, w, c) in [(25, 5, 64), (64, 64, 16), (3, 3, 260), (16, 16, 12), (17, 16, 8)] {
             let id = Dims4::new(1, h, w, c);
             let od = Dims4::new(1, 1, 1, c);
             let p =
