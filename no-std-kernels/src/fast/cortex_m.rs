@@ -708,9 +708,15 @@ mod dsp {
                 let scratch = &mut scratch;
                 let mut pix = 0;
                 while pix < pixels {
-                    // Blocks of 6 (4 or 5 padded to 6), else of 1 to 3; layers
-                    // too deep for 6 patches one pixel at a time.
-                    let np = if slots == SLOTS { SLOTS.min(pixels - pix) } else { 1 };
+                    // Blocks of 6 (4 or 5 padded to 6), else of 1 or 2 (3 as
+                    // 2 + 1: two channels at a time in `asm!`, where 3 would
+                    // take the Rust loop); layers too deep for 6 patches one
+                    // pixel at a time.
+                    let np = match pixels - pix {
+                        _ if slots < SLOTS => 1,
+                        3 => 2,
+                        left => left.min(SLOTS),
+                    };
                     let stride = if slots == SLOTS && np >= 4 { SLOTS } else { np };
                     let used = (k.div_ceil(4) * 2 * stride).min(COL_WORDS);
                     let xs = &mut buf.0[..used];
