@@ -476,8 +476,9 @@ mod dsp {
         cp: i32,
         /// `shift | ls << 8 | mode << 16 | (offset as u8) << 24`: `shift` the
         /// `asr` amount (`rs`, or `rs − 1` for `Wide`; `asr` by a register
-        /// reads only the low byte), mode `FastFull` 0, `Wide` 1, `Const` 2
-        /// (the kernel's own), `FastClamp` 3, `General` 4 (left to Rust).
+        /// reads only the low byte), mode `FastFull` 0, `Wide` 1 (the
+        /// kernel's own), `Const` 2, `FastClamp` 3, `General` 4 (left to
+        /// Rust).
         shifts: u32,
     }
 
@@ -704,7 +705,13 @@ mod dsp {
                     let bias = self.bias.and_then(|b| b.get(c0 + j)).copied().unwrap_or(0);
                     *t = Chan::new(&Rq::new(&self.requant, c0 + j, self.out), bias);
                 }
-                let chunk = Chunk { gemm: self, c0, table: &table[..nc] };
+                // Bit j: channel c0 + j's output stage is one `gemm6_fast`
+                // does (`FastFull` or `Wide`).
+                let fast = table[..nc]
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |m, (j, t)| if (t.shifts >> 16) & 0xff <= 1 { m | 1 << j } else { m });
+                let chunk = Chunk { gemm: self, c0, table: &table[..nc], fast };
                 let scratch = &mut scratch;
                 let mut pix = 0;
                 while pix < pixels {
@@ -742,6 +749,8 @@ mod dsp {
         gemm: &'a Gemm<'a>,
         c0: usize,
         table: &'a [Chan],
+        /// Bit j: `table[j]`'s output stage is `FastFull` or `Wide`.
+        fast: u64,
     }
 
     impl Chunk<'_> {
@@ -780,21 +789,24 @@ mod dsp {
             };
             let mut j = 0;
             while j < nc {
-                if fused && j < fused_end {
-                    // SAFETY: channels c0 + j .. c0 + fused_end: their weight
-                    // rows (k bytes each, consecutive) plus the ≤ 3 bytes read
-                    // past each (the next row's) are inside the filter
-                    // (checked above; not the last row when k % 4 ≠ 0);
-                    // their outputs at dst + j + q·stride (q < 6): inside
-                    // `out` (valid = 6, out.len() ≥ 6n, c0 + nc ≤ n) or
-                    // `scratch` (6·nc ≤ 6·CHUNK); `xs` holds 12·groups words,
-                    // 8-byte aligned (a prefix of `ColBuf`); the table has
-                    // fused_end − j ≥ 1 entries from j.
-                    let left = unsafe {
+                // The run of `FastFull`/`Wide` channels from j (j < nc ≤ 64).
+                let run_end = (j + (!(self.fast >> j)).trailing_zeros() as usize).min(fused_end);
+                if fused && j < run_end {
+                    // SAFETY: channels c0 + j .. c0 + run_end (run_end ≤
+                    // fused_end): their weight rows (k bytes each,
+                    // consecutive) plus the ≤ 3 bytes read past each (the
+                    // next row's) are inside the filter (checked above; not
+                    // the last row when k % 4 ≠ 0); their outputs at dst + j
+                    // + q·stride (q < 6): inside `out` (valid = 6, out.len()
+                    // ≥ 6n, c0 + nc ≤ n) or `scratch` (6·nc ≤ 6·CHUNK); `xs`
+                    // holds 12·groups words (groups ≥ 1: k ≥ 1), 8-byte
+                    // aligned (a prefix of `ColBuf`); the table has run_end −
+                    // j ≥ 1 entries from j, each `FastFull` or `Wide`.
+                    unsafe {
                         gemm6_fast(
                             g.filter.as_ptr().add((self.c0 + j) * k),
                             self.table.as_ptr().add(j),
-                            fused_end - j,
+                            run_end - j,
                             dst.add(if valid == SLOTS { self.c0 + j } else { j }),
                             xs.as_ptr(),
                             groups,
@@ -802,23 +814,15 @@ mod dsp {
                             stride,
                         )
                     };
-                    j = fused_end - left;
+                    j = run_end;
                     if j == nc {
                         break;
                     }
-                    if j == fused_end {
-                        // The filter's last row (k % 4 ≠ 0): in Rust.
-                        self.channel::<N>(j, xs, valid, out);
-                        if valid < SLOTS {
-                            keep(scratch, out, j);
-                        }
-                        j += 1;
-                        continue;
-                    }
                 }
-                // Channel j is not `FastFull`, `Wide` or `Const` (or the
-                // block has fewer than 6 slots): in Rust, two channels at a
-                // time in blocks of fewer than 6 slots.
+                // Channel j is not `FastFull` or `Wide`, or is the filter's
+                // last row when k % 4 ≠ 0, or the block has fewer than 6
+                // slots: in Rust, two channels at a time in blocks of fewer
+                // than 6 slots.
                 if !fused && N <= 2 && j + 1 < nc {
                     self.channel_pair::<N>(j, xs, valid, out);
                     j += 2;
@@ -1243,61 +1247,50 @@ mod dsp {
         };
     }
 
-    /// All 6 pixels of consecutive output channels, dot product and
-    /// `FastFull`, `Wide` or `Const` output stage, channel after channel
-    /// while the table says one of those: weights from `w` (rows of `4·groups
-    /// + wadj` bytes, consecutive, `−3 ≤ wadj ≤ 0`: a partial last group
-    /// reads the first bytes of the next row, which the zero padding of the
-    /// patches cancels), channel `j`'s bias and stage from `table[j]`, its
-    /// outputs at `out + j + q·n` (`q < 6`). Returns how many of the `left`
-    /// channels remain (0, or the first one that is not `FastFull`, `Wide`
-    /// or `Const` and those after it).
+    /// All 6 pixels of `count` consecutive output channels, dot product and
+    /// `FastFull` or `Wide` output stage: weights from `w` (rows of
+    /// `4·groups + wadj` bytes, consecutive, `−3 ≤ wadj ≤ 0`: a partial last
+    /// group reads the first bytes of the next row, which the zero padding
+    /// of the patches cancels), channel `j`'s bias and stage from
+    /// `table[j]`, its outputs at `out + j + q·n` (`q < 6`).
     ///
     /// The loop state lives on the stack (`sp`-relative: the dot product
     /// needs all 14 registers, see [`dot6`]).
     ///
     /// # Safety
-    /// `left ≥ 1`, `groups ≥ 1`; for each of the `left` channels: its weight
-    /// row readable for `4·groups` bytes, its table entry readable (4-byte
-    /// aligned), its 6 outputs writable; `xs` readable for `48·groups`
-    /// bytes, 4-byte aligned.
+    /// `count ≥ 1`, `groups ≥ 1`; for each of the `count` channels: its
+    /// weight row readable for `4·groups` bytes, its table entry readable
+    /// (4-byte aligned) and `FastFull` or `Wide`, its 6 outputs writable;
+    /// `xs` readable for `48·groups` bytes, 4-byte aligned.
     #[allow(clippy::too_many_arguments)]
     unsafe fn gemm6_fast(
         w: *const i8,
         table: *const Chan,
-        left: usize,
+        count: usize,
         out: *mut i8,
         xs: *const u32,
         groups: usize,
         wadj: isize,
         n: usize,
-    ) -> usize {
-        let remaining: usize;
+    ) {
         let end = xs.wrapping_add(12 * groups);
         // SAFETY: reads the weights, table entries and patches and writes
-        // the outputs the caller vouches for (channel by channel, stopping at
-        // the first non-`FastFull` one, whose outputs it does not write; the
-        // depth loop stops at `end`, after whole groups); r6, r7 and r11 are
-        // pushed and popped, and the 32 bytes of state pushed below them are
-        // popped before (no calls in between); flags clobbered.
+        // the outputs the caller vouches for (the depth loop stops at `end`,
+        // after whole groups); r6, r7 and r11 are pushed and popped, and the
+        // 32 bytes of state pushed below them are popped before (no calls in
+        // between); flags clobbered.
         unsafe {
             asm!(
                 "push {{r6, r7, r11}}",
-                // [sp]: table, left, out, xs, groups, wadj, end, n.
+                // [sp]: table, count, out, xs, groups − 1, wadj, end, n.
                 "push {{r1, r2, r3, r4, r5, r8, r9, r12}}",
                 "6:",
                 "ldr r2, [sp]",
-                "ldr r3, [r2, #12]",
-                "ubfx r4, r3, #16, #8",
-                "cmp r4, #2",
-                "bhi 9f",
-                "beq 7f",
                 "ldr r11, [r2]",
                 "ldr r1, [sp, #12]",
-                // groups ≥ 1: the first from the bias, then groups − 1 (N
-                // and C its bits 0 and 1).
+                // The first group from the bias, then groups − 1 (N and C
+                // its bits 0 and 1).
                 "ldr r5, [sp, #16]",
-                "sub r5, r5, #1",
                 "lsls r5, r5, #31",
                 step6_init!(),
                 steps6!("24"),
@@ -1330,43 +1323,21 @@ mod dsp {
                 stage_wide!("r10"),
                 stage_wide!("r11"),
                 store6!(),
-                "b 11f",
-                // Const: the output byte 6 times; skip the weight row.
-                "7:",
-                "ldr r3, [r2, #8]",
-                "add r2, r2, #16",
-                "str r2, [sp]",
-                "ldr r1, [sp, #8]",
-                "ldr r12, [sp, #28]",
-                "strb r3, [r1]",
-                "strb r3, [r1, r12]",
-                "add r1, r1, r12, lsl #1",
-                "strb r3, [r1]",
-                "strb r3, [r1, r12]",
-                "add r1, r1, r12, lsl #1",
-                "strb r3, [r1]",
-                "strb r3, [r1, r12]",
-                "ldr r12, [sp, #16]",
-                "add r0, r0, r12, lsl #2",
-                "ldr r5, [sp, #20]",
-                "add r0, r0, r5",
                 "11:",
-                // left − 1, out + 1 (`strd` keeps the flags of `subs`).
+                // count − 1, out + 1 (`strd` keeps the flags of `subs`).
                 "ldrd r2, r3, [sp, #4]",
                 "add r3, r3, #1",
                 "subs r2, r2, #1",
                 "strd r2, r3, [sp, #4]",
                 "bne 6b",
-                "9:",
-                "ldr r2, [sp, #4]",
                 "add sp, sp, #32",
                 "pop {{r6, r7, r11}}",
                 inout("r0") w => _,
                 inout("r1") table => _,
-                inout("r2") left => remaining,
+                inout("r2") count => _,
                 inout("r3") out => _,
                 inout("r4") xs => _,
-                inout("r5") groups => _,
+                inout("r5") groups.wrapping_sub(1) => _,
                 inout("r8") wadj => _,
                 inout("r9") end => _,
                 out("r10") _,
@@ -1374,7 +1345,6 @@ mod dsp {
                 out("lr") _,
             );
         }
-        remaining
     }
 
     /// Geometry of a validated, ungrouped convolution.
