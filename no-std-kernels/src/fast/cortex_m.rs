@@ -1274,6 +1274,9 @@ mod dsp {
         n: usize,
     ) {
         let end = xs.wrapping_add(12 * groups);
+        // Each row starts `wadj` bytes after the previous one's last group
+        // ends; the first, `wadj` after this.
+        let w = w.wrapping_offset(-wadj);
         // SAFETY: reads the weights, table entries and patches and writes
         // the outputs the caller vouches for (the depth loop stops at `end`,
         // after whole groups); r6, r7 and r11 are pushed and popped, and the
@@ -1282,26 +1285,23 @@ mod dsp {
         unsafe {
             asm!(
                 "push {{r6, r7, r11}}",
-                // [sp]: table, count, out, xs, groups − 1, wadj, end, n.
-                "push {{r1, r2, r3, r4, r5, r8, r9, r12}}",
+                // [sp]: xs, table, wadj, groups − 1, count, out, end, n.
+                "push {{r1, r2, r3, r4, r5, r8, r9, r10}}",
                 "6:",
-                "ldr r2, [sp]",
-                "ldr r11, [r2]",
-                "ldr r1, [sp, #12]",
+                "ldm sp, {{r1, r2, r3, r5}}",
+                "add r0, r0, r3",
+                // The bias; the table pointer moves to the next channel.
+                "ldr r11, [r2], #16",
+                "str r2, [sp, #4]",
                 // The first group from the bias, then groups − 1 (N and C
                 // its bits 0 and 1).
-                "ldr r5, [sp, #16]",
                 "lsls r5, r5, #31",
                 step6_init!(),
                 steps6!("24"),
-                "ldr r5, [sp, #20]",
-                "add r0, r0, r5",
-                "ldr r1, [sp]",
-                "ldrd r2, r3, [r1, #4]",
-                "ldr r4, [r1, #12]",
-                "add r1, r1, #16",
-                "str r1, [sp]",
-                "ldr r1, [sp, #8]",
+                // m2, cp and shifts: the 12 bytes below the table pointer.
+                "ldr r1, [sp, #4]",
+                "ldmdb r1, {{r2, r3, r4}}",
+                "ldr r1, [sp, #20]",
                 "ldr r12, [sp, #28]",
                 "tst r4, #0x10000",
                 "bne 8f",
@@ -1325,23 +1325,23 @@ mod dsp {
                 store6!(),
                 "11:",
                 // count − 1, out + 1 (`strd` keeps the flags of `subs`).
-                "ldrd r2, r3, [sp, #4]",
+                "ldrd r2, r3, [sp, #16]",
                 "add r3, r3, #1",
                 "subs r2, r2, #1",
-                "strd r2, r3, [sp, #4]",
+                "strd r2, r3, [sp, #16]",
                 "bne 6b",
                 "add sp, sp, #32",
                 "pop {{r6, r7, r11}}",
                 inout("r0") w => _,
-                inout("r1") table => _,
-                inout("r2") count => _,
-                inout("r3") out => _,
-                inout("r4") xs => _,
-                inout("r5") groups.wrapping_sub(1) => _,
-                inout("r8") wadj => _,
+                inout("r1") xs => _,
+                inout("r2") table => _,
+                inout("r3") wadj => _,
+                inout("r4") groups.wrapping_sub(1) => _,
+                inout("r5") count => _,
+                inout("r8") out => _,
                 inout("r9") end => _,
-                out("r10") _,
-                inout("r12") n => _,
+                inout("r10") n => _,
+                out("r12") _,
                 out("lr") _,
             );
         }
