@@ -705,12 +705,12 @@ mod dsp {
                     let bias = self.bias.and_then(|b| b.get(c0 + j)).copied().unwrap_or(0);
                     *t = Chan::new(&Rq::new(&self.requant, c0 + j, self.out), bias);
                 }
-                // Bit j: channel c0 + j's output stage is one `gemm6_fast`
-                // does (`FastFull` or `Wide`).
-                let fast = table[..nc]
-                    .iter()
-                    .enumerate()
-                    .fold(0u64, |m, (j, t)| if (t.shifts >> 16) & 0xff <= 1 { m | 1 << j } else { m });
+                // Bit j: channel c0 + j's output stage is `FastFull`
+                // (`fast[0]`) or `Wide` (`fast[1]`), those `gemm6_fast` does.
+                let mode = |t: &Chan| (t.shifts >> 16) & 0xff;
+                let fast = [0, 1].map(|m| {
+                    table[..nc].iter().enumerate().fold(0u64, |a, (j, t)| if mode(t) == m { a | 1 << j } else { a })
+                });
                 let chunk = Chunk { gemm: self, c0, table: &table[..nc], fast };
                 let scratch = &mut scratch;
                 let mut pix = 0;
@@ -749,8 +749,9 @@ mod dsp {
         gemm: &'a Gemm<'a>,
         c0: usize,
         table: &'a [Chan],
-        /// Bit j: `table[j]`'s output stage is `FastFull` or `Wide`.
-        fast: u64,
+        /// Bit j: `table[j]`'s output stage is `FastFull` (`[0]`), `Wide`
+        /// (`[1]`).
+        fast: [u64; 2],
     }
 
     impl Chunk<'_> {
@@ -789,8 +790,12 @@ mod dsp {
             };
             let mut j = 0;
             while j < nc {
-                // The run of `FastFull`/`Wide` channels from j (j < nc ≤ 64).
-                let run_end = (j + (!(self.fast >> j)).trailing_zeros() as usize).min(fused_end);
+                // The run of channels `gemm6_fast` does from j (j < nc ≤
+                // 64): `FastFull` ones, or with `Wide` ones if the chunk has
+                // any (`mixed`).
+                let mixed = self.fast[1] != 0;
+                let run = (!((self.fast[0] | self.fast[1]) >> j)).trailing_zeros() as usize;
+                let run_end = (j + run).min(fused_end);
                 if fused && j < run_end {
                     // SAFETY: channels c0 + j .. c0 + run_end (run_end ≤
                     // fused_end): their weight rows (k bytes each,
@@ -801,18 +806,17 @@ mod dsp {
                     // ≥ 6n, c0 + nc ≤ n) or `scratch` (6·nc ≤ 6·CHUNK); `xs`
                     // holds 12·groups words (groups ≥ 1: k ≥ 1), 8-byte
                     // aligned (a prefix of `ColBuf`); the table has run_end −
-                    // j ≥ 1 entries from j, each `FastFull` or `Wide`.
+                    // j ≥ 1 entries from j, all `FastFull` unless `mixed`,
+                    // else `FastFull` or `Wide`.
                     unsafe {
-                        gemm6_fast(
-                            g.filter.as_ptr().add((self.c0 + j) * k),
-                            self.table.as_ptr().add(j),
-                            run_end - j,
-                            dst.add(if valid == SLOTS { self.c0 + j } else { j }),
-                            xs.as_ptr(),
-                            groups,
-                            k as isize - 4 * groups as isize,
-                            stride,
-                        )
+                        let (w, t) = (g.filter.as_ptr().add((self.c0 + j) * k), self.table.as_ptr().add(j));
+                        let o = dst.add(if valid == SLOTS { self.c0 + j } else { j });
+                        let (count, wadj, x) = (run_end - j, k as isize - 4 * groups as isize, xs.as_ptr());
+                        if mixed {
+                            gemm6_fast::<true>(w, t, count, o, x, groups, wadj, stride);
+                        } else {
+                            gemm6_fast::<false>(w, t, count, o, x, groups, wadj, stride);
+                        }
                     };
                     j = run_end;
                     if j == nc {
@@ -1248,11 +1252,12 @@ mod dsp {
     }
 
     /// All 6 pixels of `count` consecutive output channels, dot product and
-    /// `FastFull` or `Wide` output stage: weights from `w` (rows of
-    /// `4·groups + wadj` bytes, consecutive, `−3 ≤ wadj ≤ 0`: a partial last
-    /// group reads the first bytes of the next row, which the zero padding
-    /// of the patches cancels), channel `j`'s bias and stage from
-    /// `table[j]`, its outputs at `out + j + q·n` (`q < 6`).
+    /// output stage, `FastFull` or (if `MIXED`) `Wide`, channel by channel
+    /// (a `FastFull`-only kernel saves the test per channel): weights from `w` (rows of `4·groups + wadj` bytes,
+    /// consecutive, `−3 ≤ wadj ≤ 0`: a partial last group reads the first
+    /// bytes of the next row, which the zero padding of the patches
+    /// cancels), channel `j`'s bias and stage from `table[j]`, its outputs
+    /// at `out + j + q·n` (`q < 6`).
     ///
     /// The loop state lives on the stack (`sp`-relative: the dot product
     /// needs all 14 registers, see [`dot6`]).
@@ -1260,10 +1265,11 @@ mod dsp {
     /// # Safety
     /// `count ≥ 1`, `groups ≥ 1`; for each of the `count` channels: its
     /// weight row readable for `4·groups` bytes, its table entry readable
-    /// (4-byte aligned) and `FastFull` or `Wide`, its 6 outputs writable;
-    /// `xs` readable for `48·groups` bytes, 4-byte aligned.
+    /// (4-byte aligned) and `FastFull` (or, if `MIXED`, `Wide`), its 6 outputs
+    /// writable; `xs` readable for `48·groups` bytes, 4-byte aligned.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm6_fast(
+    #[inline(always)]
+    unsafe fn gemm6_fast<const MIXED: bool>(
         w: *const i8,
         table: *const Chan,
         count: usize,
@@ -1277,73 +1283,96 @@ mod dsp {
         // Each row starts `wadj` bytes after the previous one's last group
         // ends; the first, `wadj` after this.
         let w = w.wrapping_offset(-wadj);
+        let g1 = groups.wrapping_sub(1);
+        // The kernel around its output stage (`FastFull`: m2, cp, rs in r2,
+        // r3, r4; `Wide`: see `stage_wide!`).
+        macro_rules! kernel {
+            ($($stage:expr),*) => {
+                asm!(
+                    "push {{r6, r7, r11}}",
+                    // [sp]: xs, table, wadj, groups − 1, count, out, end, n.
+                    "push {{r1, r2, r3, r4, r5, r8, r9, r10}}",
+                    "6:",
+                    "ldm sp, {{r1, r2, r3, r5}}",
+                    "add r0, r0, r3",
+                    // The bias; the table pointer moves to the next channel.
+                    "ldr r11, [r2], #16",
+                    "str r2, [sp, #4]",
+                    // The first group from the bias, then groups − 1 (N and
+                    // C its bits 0 and 1).
+                    "lsls r5, r5, #31",
+                    step6_init!(),
+                    steps6!("24"),
+                    // m2, cp and shifts: the 12 bytes below the table pointer.
+                    "ldr r1, [sp, #4]",
+                    "ldmdb r1, {{r2, r3, r4}}",
+                    "ldr r1, [sp, #20]",
+                    "ldr r12, [sp, #28]",
+                    $($stage,)*
+                    // count − 1, out + 1 (`strd` keeps the flags of `subs`).
+                    "ldrd r2, r3, [sp, #16]",
+                    "add r3, r3, #1",
+                    "subs r2, r2, #1",
+                    "strd r2, r3, [sp, #16]",
+                    "bne 6b",
+                    "add sp, sp, #32",
+                    "pop {{r6, r7, r11}}",
+                    inout("r0") w => _,
+                    inout("r1") xs => _,
+                    inout("r2") table => _,
+                    inout("r3") wadj => _,
+                    inout("r4") g1 => _,
+                    inout("r5") count => _,
+                    inout("r8") out => _,
+                    inout("r9") end => _,
+                    inout("r10") n => _,
+                    out("r12") _,
+                    out("lr") _,
+                )
+            };
+        }
         // SAFETY: reads the weights, table entries and patches and writes
         // the outputs the caller vouches for (the depth loop stops at `end`,
         // after whole groups); r6, r7 and r11 are pushed and popped, and the
         // 32 bytes of state pushed below them are popped before (no calls in
         // between); flags clobbered.
         unsafe {
-            asm!(
-                "push {{r6, r7, r11}}",
-                // [sp]: xs, table, wadj, groups − 1, count, out, end, n.
-                "push {{r1, r2, r3, r4, r5, r8, r9, r10}}",
-                "6:",
-                "ldm sp, {{r1, r2, r3, r5}}",
-                "add r0, r0, r3",
-                // The bias; the table pointer moves to the next channel.
-                "ldr r11, [r2], #16",
-                "str r2, [sp, #4]",
-                // The first group from the bias, then groups − 1 (N and C
-                // its bits 0 and 1).
-                "lsls r5, r5, #31",
-                step6_init!(),
-                steps6!("24"),
-                // m2, cp and shifts: the 12 bytes below the table pointer.
-                "ldr r1, [sp, #4]",
-                "ldmdb r1, {{r2, r3, r4}}",
-                "ldr r1, [sp, #20]",
-                "ldr r12, [sp, #28]",
-                "tst r4, #0x10000",
-                "bne 8f",
-                stage_acc!("r6"),
-                stage_acc!("r7"),
-                stage_acc!("r8"),
-                stage_acc!("r9"),
-                stage_acc!("r10"),
-                stage_acc!("r11"),
-                store6!(),
-                "b 11f",
-                // Wide: r3 = 2^(rs−2), r4 = rs − 1, r5 = offset.
-                "8:",
-                "asr r5, r4, #24",
-                stage_wide!("r6"),
-                stage_wide!("r7"),
-                stage_wide!("r8"),
-                stage_wide!("r9"),
-                stage_wide!("r10"),
-                stage_wide!("r11"),
-                store6!(),
-                "11:",
-                // count − 1, out + 1 (`strd` keeps the flags of `subs`).
-                "ldrd r2, r3, [sp, #16]",
-                "add r3, r3, #1",
-                "subs r2, r2, #1",
-                "strd r2, r3, [sp, #16]",
-                "bne 6b",
-                "add sp, sp, #32",
-                "pop {{r6, r7, r11}}",
-                inout("r0") w => _,
-                inout("r1") xs => _,
-                inout("r2") table => _,
-                inout("r3") wadj => _,
-                inout("r4") groups.wrapping_sub(1) => _,
-                inout("r5") count => _,
-                inout("r8") out => _,
-                inout("r9") end => _,
-                inout("r10") n => _,
-                out("r12") _,
-                out("lr") _,
-            );
+            if MIXED {
+                kernel!(
+                    "tst r4, #0x10000",
+                    "bne 8f",
+                    stage_acc!("r6"),
+                    stage_acc!("r7"),
+                    stage_acc!("r8"),
+                    stage_acc!("r9"),
+                    stage_acc!("r10"),
+                    stage_acc!("r11"),
+                    store6!(),
+                    "b 11f",
+                    // Wide: r3 = 2^(rs−2), r4 = rs − 1, r5 = the offset (the
+                    // shifts word's top byte).
+                    "8:",
+                    "asr r5, r4, #24",
+                    stage_wide!("r6"),
+                    stage_wide!("r7"),
+                    stage_wide!("r8"),
+                    stage_wide!("r9"),
+                    stage_wide!("r10"),
+                    stage_wide!("r11"),
+                    store6!(),
+                    "11:"
+                );
+            } else {
+                kernel!(
+                    stage_acc!("r6"),
+                    stage_acc!("r7"),
+                    stage_acc!("r8"),
+                    stage_acc!("r9"),
+                    stage_acc!("r10"),
+                    stage_acc!("r11"),
+                    store6!()
+                );
+            }
         }
     }
 
