@@ -1117,10 +1117,10 @@ mod dsp {
         };
     }
 
-    /// The depth loop after a channel's first group: with N = bit 0 and C =
-    /// bit 1 of the groups left (set by `lsls #31` before the first group;
-    /// no step changes the flags), one step, two steps, then four at a time
-    /// until `r1` reaches the end pointer at `[sp, #$end]`.
+    /// The depth loop after a channel's first group, its shape in the flags
+    /// ([`depth_flags`], set with `msr` before the first group; no step
+    /// changes N, Z or C): one step (N), two steps (C), then, unless Z,
+    /// four at a time until `r1` reaches the end pointer at `[sp, #$end]`.
     #[rustfmt::skip]
     macro_rules! steps6 {
         ($end:literal) => {
@@ -1132,8 +1132,6 @@ mod dsp {
                 step6!(),
                 step6!(),
                 "3:\n",
-                "ldr r2, [sp, #", $end, "]\n",
-                "cmp r1, r2\n",
                 "beq 5f\n",
                 "4:\n",
                 step6!(),
@@ -1146,6 +1144,14 @@ mod dsp {
                 "5:\n",
             )
         };
+    }
+
+    /// The flags word (`msr APSR_nzcvq`) that shapes [`steps6!`] for the
+    /// `groups − 1 ≥ 0` depth groups after a channel's first: N = bit 0, C
+    /// = bit 1, Z = no group of four (V and Q clear).
+    const fn depth_flags(groups: usize) -> u32 {
+        let left = groups.saturating_sub(1);
+        ((left & 1) as u32) << 31 | ((left >> 2 == 0) as u32) << 30 | (((left >> 1) & 1) as u32) << 29
     }
 
     /// `bias + Σ_{g < groups} dot(w[4g..4g+4], patch_q[g])` for the 6 pixels
@@ -1175,10 +1181,8 @@ mod dsp {
                 "push {{r6, r7, r11}}",
                 "push {{r3}}",
                 "mov r11, r8",
-                // The first group from the bias, then groups − 1: N and C
-                // their bits 0 and 1.
-                "sub r2, r2, #1",
-                "lsls r2, r2, #31",
+                // The first group from the bias, then the others.
+                "msr APSR_nzcvq, r2",
                 step6_init!(),
                 steps6!("0"),
                 "add sp, sp, #4",
@@ -1188,7 +1192,7 @@ mod dsp {
                 "pop {{r6, r7, r11}}",
                 inout("r0") w => a0,
                 inout("r1") x => a1,
-                inout("r2") groups => a5,
+                inout("r2") depth_flags(groups) => a5,
                 inout("r3") end => _,
                 out("r4") _,
                 out("r5") _,
@@ -1283,14 +1287,14 @@ mod dsp {
         // Each row starts `wadj` bytes after the previous one's last group
         // ends; the first, `wadj` after this.
         let w = w.wrapping_offset(-wadj);
-        let g1 = groups.wrapping_sub(1);
+        let flags = depth_flags(groups);
         // The kernel around its output stage (`FastFull`: m2, cp, rs in r2,
         // r3, r4; `Wide`: see `stage_wide!`).
         macro_rules! kernel {
             ($($stage:expr),*) => {
                 asm!(
                     "push {{r6, r7, r11}}",
-                    // [sp]: xs, table, wadj, groups − 1, count, out, end, n.
+                    // [sp]: xs, table, wadj, depth flags, count, out, end, n.
                     "push {{r1, r2, r3, r4, r5, r8, r9, r10}}",
                     "6:",
                     "ldm sp, {{r1, r2, r3, r5}}",
@@ -1298,9 +1302,8 @@ mod dsp {
                     // The bias; the table pointer moves to the next channel.
                     "ldr r11, [r2], #16",
                     "str r2, [sp, #4]",
-                    // The first group from the bias, then groups − 1 (N and
-                    // C its bits 0 and 1).
-                    "lsls r5, r5, #31",
+                    // The first group from the bias, then the others.
+                    "msr APSR_nzcvq, r5",
                     step6_init!(),
                     steps6!("24"),
                     // m2, cp and shifts: the 12 bytes below the table pointer.
@@ -1321,7 +1324,7 @@ mod dsp {
                     inout("r1") xs => _,
                     inout("r2") table => _,
                     inout("r3") wadj => _,
-                    inout("r4") g1 => _,
+                    inout("r4") flags => _,
                     inout("r5") count => _,
                     inout("r8") out => _,
                     inout("r9") end => _,
