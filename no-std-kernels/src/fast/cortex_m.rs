@@ -528,9 +528,28 @@ mod dsp {
     /// Words of the im2col buffer (8 KiB on the stack).
     const COL_WORDS: usize = 2048;
 
-    /// The im2col buffer; 8-byte aligned for `ldrd`.
+    /// The im2col buffer; 8-byte aligned for `ldrd`. Left uninitialised:
+    /// a convolution zeroes only the prefix its blocks use (a shallow
+    /// layer's few words, not 8 KiB per call).
     #[repr(C, align(8))]
-    struct ColBuf([u32; COL_WORDS]);
+    struct ColBuf([core::mem::MaybeUninit<u32>; COL_WORDS]);
+
+    impl ColBuf {
+        fn new() -> Self {
+            ColBuf([core::mem::MaybeUninit::uninit(); COL_WORDS])
+        }
+
+        /// The first `len` words (at most all), zeroed.
+        fn zeroed(&mut self, len: usize) -> &mut [u32] {
+            let len = len.min(COL_WORDS);
+            for w in &mut self.0[..len] {
+                w.write(0);
+            }
+            // SAFETY: the first `len` elements were written just above, and
+            // `MaybeUninit<u32>` has the layout of `u32`.
+            unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u32>(), len) }
+        }
+    }
 
     /// Pixels per block for depth `k`: 6 if their patches fit the buffer,
     /// else as many as fit (0: the layer is too deep for the buffer).
@@ -696,7 +715,9 @@ mod dsp {
                 }
                 return;
             }
-            let mut buf = ColBuf([0; COL_WORDS]);
+            let mut buf = ColBuf::new();
+            // The most any block uses: whole blocks' patches.
+            let cols = buf.zeroed(k.div_ceil(4) * 2 * slots);
             let mut scratch = [0i8; SLOTS * CHUNK];
             let mut c0 = 0;
             while c0 < n {
@@ -726,7 +747,7 @@ mod dsp {
                     };
                     let stride = if slots == SLOTS && np >= 4 { SLOTS } else { np };
                     let used = (k.div_ceil(4) * 2 * stride).min(COL_WORDS);
-                    let xs = &mut buf.0[..used];
+                    let Some(xs) = cols.get_mut(..used) else { return };
                     for q in 0..np {
                         fill(xs, stride, q, pix + q);
                     }
