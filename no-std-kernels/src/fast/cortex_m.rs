@@ -1718,6 +1718,44 @@ mod dsp {
     /// `d[i·stride + 1]` writable for `i < n`, `d` 4-byte aligned.
     #[inline(always)]
     unsafe fn conv_words(src: *const i8, d: *mut u32, n: usize, stride: usize, off2: u32) {
+        if stride == 2 * SLOTS {
+            // Whole blocks: the group stride is an immediate, the store
+            // post-increments (5 instructions a word).
+            // SAFETY: as below.
+            unsafe {
+                asm!(
+                    "tst {n}, #1",
+                    "beq 3f",
+                    "ldr {v}, [{s}], #4",
+                    "sxtab16 r2, {o}, {v}",
+                    "sxtab16 r3, {o}, {v}, ror #8",
+                    "strd r2, r3, [{d}], #48",
+                    "subs {n}, {n}, #1",
+                    "beq 4f",
+                    "3:",
+                    "ldr {v}, [{s}], #4",
+                    "sxtab16 r2, {o}, {v}",
+                    "sxtab16 r3, {o}, {v}, ror #8",
+                    "strd r2, r3, [{d}], #48",
+                    "ldr {v}, [{s}], #4",
+                    "sxtab16 r2, {o}, {v}",
+                    "sxtab16 r3, {o}, {v}, ror #8",
+                    "strd r2, r3, [{d}], #48",
+                    "subs {n}, {n}, #2",
+                    "bne 3b",
+                    "4:",
+                    v = out(reg) _,
+                    s = inout(reg) src => _,
+                    d = inout(reg) d => _,
+                    n = inout(reg) n => _,
+                    o = in(reg) off2,
+                    out("r2") _,
+                    out("r3") _,
+                    options(nostack),
+                );
+            }
+            return;
+        }
         // SAFETY: reads 4n bytes from `src` (`ldr`, any alignment), writes
         // the two words of n groups (`strd`, 4-byte aligned), as the caller
         // guarantees; flags clobbered.
