@@ -1140,8 +1140,9 @@ mod dsp {
 
     /// The depth loop after a channel's first group, its shape in the flags
     /// ([`depth_flags`], set with `msr` before the first group; no step
-    /// changes N, Z or C): one step (N), two steps (C), then, unless Z,
-    /// four at a time until `r1` reaches the end pointer at `[sp, #$end]`.
+    /// changes N, Z, C or V): one step (N), two steps (C), four steps (V),
+    /// then, unless Z, eight at a time until `r1` reaches the end pointer at
+    /// `[sp, #$end]`.
     #[rustfmt::skip]
     macro_rules! steps6 {
         ($end:literal) => {
@@ -1153,8 +1154,18 @@ mod dsp {
                 step6!(),
                 step6!(),
                 "3:\n",
+                "bvc 9f\n",
+                step6!(),
+                step6!(),
+                step6!(),
+                step6!(),
+                "9:\n",
                 "beq 5f\n",
                 "4:\n",
+                step6!(),
+                step6!(),
+                step6!(),
+                step6!(),
                 step6!(),
                 step6!(),
                 step6!(),
@@ -1169,10 +1180,13 @@ mod dsp {
 
     /// The flags word (`msr APSR_nzcvq`) that shapes [`steps6!`] for the
     /// `groups − 1 ≥ 0` depth groups after a channel's first: N = bit 0, C
-    /// = bit 1, Z = no group of four (V and Q clear).
+    /// = bit 1, V = bit 2, Z = no group of eight (Q clear).
     const fn depth_flags(groups: usize) -> u32 {
         let left = groups.saturating_sub(1);
-        ((left & 1) as u32) << 31 | ((left >> 2 == 0) as u32) << 30 | (((left >> 1) & 1) as u32) << 29
+        ((left & 1) as u32) << 31
+            | ((left >> 3 == 0) as u32) << 30
+            | (((left >> 1) & 1) as u32) << 29
+            | (((left >> 2) & 1) as u32) << 28
     }
 
     /// `bias + Σ_{g < groups} dot(w[4g..4g+4], patch_q[g])` for the 6 pixels
