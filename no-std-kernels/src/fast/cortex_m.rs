@@ -3192,6 +3192,90 @@ mod dsp {
     /// Elements below which `add_i8` does not build its tables.
     const ADD_TABLES_FROM: usize = 512;
 
+    /// `out[i] = rq.fast_full(t1[a[i] as u8] + t2[b[i] as u8])` for `4·n4`
+    /// elements, four a loop (11 instructions an element and 2 a loop; the
+    /// compiler's loop took 13 an element, and 14 unrolled: registers).
+    ///
+    /// # Safety
+    /// `n4 ≥ 1`; `a` and `b` readable and `out` writable for `4·n4` bytes;
+    /// `rq` is `FastFull`.
+    unsafe fn add_fast4(
+        t1: &[i32; 256],
+        t2: &[i32; 256],
+        a: *const i8,
+        b: *const i8,
+        out: *mut i8,
+        n4: usize,
+        rq: &Rq,
+    ) {
+        // SAFETY: reads 4·n4 bytes at `a` and `b`, writes 4·n4 at `out`
+        // (the caller's promise); the table indices are bytes (< 256); no
+        // stack; flags clobbered.
+        unsafe {
+            asm!(
+                "1:",
+                "ldrb r12, [r0], #1",
+                "ldrb lr, [r1], #1",
+                "ldr r12, [r3, r12, lsl #2]",
+                "ldr lr, [r4, lr, lsl #2]",
+                "add r12, r12, lr",
+                "smmlar r12, r12, r5, r12",
+                "add r12, r12, r12, asr #31",
+                "qadd r12, r12, r8",
+                "asr r12, r12, r9",
+                "ssat r12, #8, r12",
+                "strb r12, [r2], #1",
+                "ldrb r12, [r0], #1",
+                "ldrb lr, [r1], #1",
+                "ldr r12, [r3, r12, lsl #2]",
+                "ldr lr, [r4, lr, lsl #2]",
+                "add r12, r12, lr",
+                "smmlar r12, r12, r5, r12",
+                "add r12, r12, r12, asr #31",
+                "qadd r12, r12, r8",
+                "asr r12, r12, r9",
+                "ssat r12, #8, r12",
+                "strb r12, [r2], #1",
+                "ldrb r12, [r0], #1",
+                "ldrb lr, [r1], #1",
+                "ldr r12, [r3, r12, lsl #2]",
+                "ldr lr, [r4, lr, lsl #2]",
+                "add r12, r12, lr",
+                "smmlar r12, r12, r5, r12",
+                "add r12, r12, r12, asr #31",
+                "qadd r12, r12, r8",
+                "asr r12, r12, r9",
+                "ssat r12, #8, r12",
+                "strb r12, [r2], #1",
+                "ldrb r12, [r0], #1",
+                "ldrb lr, [r1], #1",
+                "ldr r12, [r3, r12, lsl #2]",
+                "ldr lr, [r4, lr, lsl #2]",
+                "add r12, r12, lr",
+                "smmlar r12, r12, r5, r12",
+                "add r12, r12, r12, asr #31",
+                "qadd r12, r12, r8",
+                "asr r12, r12, r9",
+                "ssat r12, #8, r12",
+                "strb r12, [r2], #1",
+                "subs r10, r10, #1",
+                "bne 1b",
+                inout("r0") a => _,
+                inout("r1") b => _,
+                inout("r2") out => _,
+                in("r3") t1.as_ptr(),
+                in("r4") t2.as_ptr(),
+                in("r5") rq.m2,
+                in("r8") rq.cp,
+                in("r9") u32::from(rq.rs),
+                inout("r10") n4 => _,
+                out("r12") _,
+                out("lr") _,
+                options(nostack),
+            );
+        }
+    }
+
     /// As [`reference::add_i8`]. Each input's term, `MBQM((q + offset) <<
     /// left_shift, m, shift)`, depends only on the int8 value `q`: it is
     /// looked up in a 256-entry table per input (1 KiB each, on the stack),
@@ -3220,10 +3304,18 @@ mod dsp {
         );
         // t[q as u8] for q: i8; the index is < 256.
         let sum = |x: i8, y: i8| t1[usize::from(x as u8)].wrapping_add(t2[usize::from(y as u8)]);
-        let items = output.iter_mut().zip(input1).zip(input2);
         match rq.mode {
-            Mode::FastFull => items.for_each(|((o, &x), &y)| *o = rq.fast_full(sum(x, y))),
-            _ => items.for_each(|((o, &x), &y)| *o = rq.apply(sum(x, y))),
+            Mode::FastFull => {
+                let n4 = output.len() / 4;
+                if n4 > 0 {
+                    // SAFETY: the inputs have output.len() ≥ 4·n4 bytes each
+                    // (`check_add`); the tables 256 entries.
+                    unsafe { add_fast4(&t1, &t2, input1.as_ptr(), input2.as_ptr(), output.as_mut_ptr(), n4, &rq) };
+                }
+                let tail = output.iter_mut().zip(input1).zip(input2).skip(4 * n4);
+                tail.for_each(|((o, &x), &y)| *o = rq.fast_full(sum(x, y)));
+            }
+            _ => output.iter_mut().zip(input1).zip(input2).for_each(|((o, &x), &y)| *o = rq.apply(sum(x, y))),
         }
         Ok(())
     }
