@@ -47,15 +47,19 @@
 //!   arithmetic. A unit test checks every shift against the reference's
 //!   arithmetic.
 //! - **Add**: each input's rescaled term depends only on its int8 value: a
-//!   256-entry table per input, built with the reference's own function.
+//!   256-entry table per input, built with the reference's own function;
+//!   four elements a loop in `asm!` ([`add_fast4`]).
+//! - **Average pool**: 8 channels a step, the window's sums in halfword
+//!   pairs (`sxtab16`), for windows of up to 256 values.
 //!
 //! Arguments are validated with the reference's own checks, in the
 //! reference's order, so errors are identical; grouped convolution, depth
 //! multipliers above 1 and layers deeper than the buffers go to the
 //! reference. No allocation; no reachable panic (the indexing the compiler
 //! keeps is checked, and in range). Stack: convolution and fully connected
-//! 8 KiB of im2col buffer ([`COL_WORDS`]) + 1 KiB of per-channel table +
-//! 448 bytes of partial-block scratch + 260 bytes of gathered patch;
+//! 8 KiB of im2col buffer ([`COL_WORDS`], of which a layer zeroes the prefix
+//! it uses) + 1 KiB of per-channel table + 384 bytes of partial-block
+//! scratch + 260 bytes of gathered patch;
 //! depthwise 8 KiB of planes ([`PLANE`]); add 2 KiB of tables; plus frames
 //! (the KWS, VWW and IC firmware peaks at about 12.7 KB of stack in all).
 //!
