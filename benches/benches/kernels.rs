@@ -16,7 +16,9 @@
 //! - `vnni_peak` (x86-64 with AVX-512 VNNI): the ceiling the others are
 //!   measured against, `vpdpbusd` with 16 independent accumulators and
 //!   nothing else (zmm, and ymm), throughput in MACs per second: 64 (32)
-//!   MACs per instruction, every instruction's result used, no loads.
+//!   MACs per instruction, every instruction's result used, no loads; and
+//!   `l2_stream`, the same fed from AD's 264 KB of weights (past L1, inside
+//!   L2), in bytes (one MAC each) per second.
 //!
 //! Weights are packed and the output stage prepared once, outside the timed
 //! loop, as the runtime does at load. `cargo bench -p edgefleet-benches --bench kernels`.
@@ -226,6 +228,26 @@ mod peak {
         acc.iter().fold(0, |s, &c| s ^ _mm512_reduce_add_epi32(c))
     }
 
+    /// `vpdpbusd` fed from memory: one pass over `w` (64 bytes per
+    /// instruction, 16 accumulators, one broadcast input), the way a batch-1
+    /// fully connected layer streams its weights. `w.len()` a multiple of
+    /// 1,024.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and VNNI.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn stream(a: __m512i, w: &[u8]) -> i32 {
+        let mut acc = [_mm512_setzero_si512(); CHAINS];
+        for block in w.chunks_exact(64 * CHAINS) {
+            for (j, c) in acc.iter_mut().enumerate() {
+                // SAFETY: bytes 64j .. 64j + 64 of a 1,024-byte block.
+                let v = unsafe { _mm512_loadu_si512(block.as_ptr().add(64 * j).cast()) };
+                *c = _mm512_dpbusd_epi32(*c, a, v);
+            }
+        }
+        acc.iter().fold(0, |s, &c| s ^ _mm512_reduce_add_epi32(c))
+    }
+
     /// As [`zmm`] with ymm registers (32 MACs each).
     ///
     /// # Safety
@@ -262,6 +284,14 @@ fn vnni_peak(c: &mut Criterion) {
     g.throughput(criterion::Throughput::Elements((peak::ROUNDS * peak::CHAINS * 32) as u64));
     g.bench_function("ymm", |b| {
         b.iter(|| unsafe { peak::ymm(black_box(_mm256_set1_epi32(0x0102_0304)), black_box(_mm256_set1_epi32(3))) })
+    });
+    // AD's weights (264,192 bytes: more than L1, well inside L2), streamed
+    // through `vpdpbusd` once per iteration: the ceiling of a batch-1 fully
+    // connected model, in bytes (= MACs) per second.
+    let w: Vec<u8> = data(264_192, 7).into_iter().map(|x| x as u8).collect();
+    g.throughput(criterion::Throughput::Bytes(w.len() as u64));
+    g.bench_function("l2_stream", |b| {
+        b.iter(|| unsafe { peak::stream(black_box(_mm512_set1_epi32(0x0102_0304)), black_box(&w)) })
     });
     g.finish();
 }
