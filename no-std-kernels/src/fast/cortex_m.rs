@@ -1449,6 +1449,78 @@ mod dsp {
             }
         }
 
+        /// `fill` for a one-channel image (KWS's spectrogram), no horizontal
+        /// dilation: each kernel row's columns inside the image are one run
+        /// of words, its padding columns the zero point, gathered in `raw`
+        /// and converted as a whole. (`fill_any` made a call per byte for
+        /// rows partly in the padding; kept apart from it, whose layout the
+        /// compiler changed for other depths when this was inside.)
+        fn fill_c1(&self, input: &[i8], buf: &mut [u32], slots: usize, q: usize, pix: usize, raw: &mut Raw) {
+            let per_image = self.oh * self.ow;
+            let (b, r) = (pix / per_image, pix % per_image);
+            let (oy, ox) = (r / self.ow, r % self.ow);
+            let (fh, fw) = (self.fh, self.fw);
+            let k = fh * fw;
+            let words = k.div_ceil(4);
+            if q >= slots || words * 2 * slots > buf.len() || k > GATHER || words == 0 {
+                return;
+            }
+            let zp = (-self.offset) as i8 as u8;
+            let zp4 = u32::from(zp).wrapping_mul(0x0101_0101);
+            let rp = raw.as_mut_ptr().cast::<u8>();
+            let px0 = ox * self.sw;
+            // Kernel columns inside the image: kx_lo..kx_hi.
+            let kx_lo = self.pw.saturating_sub(px0).min(fw);
+            let kx_hi = (self.pw + self.iw).saturating_sub(px0).clamp(kx_lo, fw);
+            let (len, run_words) = (kx_hi - kx_lo, (kx_hi - kx_lo).div_ceil(4));
+            for ky in 0..fh {
+                let at = ky * fw;
+                let iy = (oy * self.sh + ky * self.dh).checked_sub(self.ph).filter(|&y| y < self.ih);
+                let from = iy.map(|iy| (b * self.ih + iy) * self.iw + px0 + kx_lo - self.pw);
+                match from {
+                    Some(f) if len > 0 && f + 4 * run_words <= input.len() => {
+                        // SAFETY: the input range is checked in the guard;
+                        // the destination ends at at + kx_lo + 4·run_words ≤
+                        // k + 3 ≤ GATHER + 3, inside `raw`.
+                        unsafe { copy_words(input.as_ptr().add(f), rp.add(at + kx_lo), run_words) };
+                    }
+                    Some(f) => {
+                        for i in 0..len {
+                            // SAFETY: at + kx_lo + i < k ≤ GATHER.
+                            unsafe { rp.add(at + kx_lo + i).write(input.get(f + i).map_or(zp, |&x| x as u8)) };
+                        }
+                    }
+                    None => {
+                        for i in kx_lo..kx_hi {
+                            // SAFETY: at + i < k ≤ GATHER.
+                            unsafe { rp.add(at + i).write(zp) };
+                        }
+                    }
+                }
+                // The padding columns, after the run (which may write up to
+                // 3 bytes past its end).
+                for i in (0..kx_lo).chain(kx_hi..fw) {
+                    // SAFETY: at + i < k ≤ GATHER.
+                    unsafe { rp.add(at + i).write(zp) };
+                }
+            }
+            // The zero point after the last value (at most 3 bytes).
+            // SAFETY: k + 4 ≤ GATHER + 4 = the bytes of `raw`.
+            unsafe { rp.add(k).cast::<u32>().write_unaligned(zp4) };
+            // SAFETY: `raw` holds 4·words ≤ k + 3 bytes written above; group
+            // g of slot q is words 2(g·slots + q), + 1 < 2·words·slots ≤
+            // buf.len().
+            unsafe {
+                conv_words(
+                    raw.as_ptr().cast::<i8>(),
+                    buf.as_mut_ptr().add(2 * q),
+                    words,
+                    2 * slots,
+                    pack(self.offset, self.offset),
+                )
+            };
+        }
+
         /// `fill` for depths that are a multiple of 4 and no horizontal
         /// dilation: each kernel row is zeros, one run of whole input words,
         /// zeros.
@@ -1946,6 +2018,9 @@ mod dsp {
                 },
                 output,
             );
+        } else if g.c == 1 && g.dw == 1 && g.fh * g.fw <= GATHER {
+            let mut raw = [0; GATHER / 4 + 1];
+            gemm.run(pixels, |buf, slots, q, pix| g.fill_c1(input, buf, slots, q, pix, &mut raw), output);
         } else {
             let mut raw = [0; GATHER / 4 + 1];
             gemm.run(pixels, |buf, slots, q, pix| g.fill(input, buf, slots, q, pix, &mut raw), output);
