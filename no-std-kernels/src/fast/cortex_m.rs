@@ -1452,9 +1452,11 @@ mod dsp {
         /// `fill` for a one-channel image (KWS's spectrogram), no horizontal
         /// dilation: each kernel row's columns inside the image are one run
         /// of words, its padding columns the zero point, gathered in `raw`
-        /// and converted as a whole. (`fill_any` made a call per byte for
-        /// rows partly in the padding; kept apart from it, whose layout the
-        /// compiler changed for other depths when this was inside.)
+        /// and converted as a whole (`fill_any` made a call per byte for rows
+        /// partly in the padding). `conv2d_i8` runs it through its own
+        /// instance of [`Gemm::run`] (4 KB of `.text`): a branch to it inside
+        /// `fill` changed the compiler's inlining for the other depths and
+        /// cost VWW and IC 0.1 M instructions each.
         fn fill_c1(&self, input: &[i8], buf: &mut [u32], slots: usize, q: usize, pix: usize, raw: &mut Raw) {
             let per_image = self.oh * self.ow;
             let (b, r) = (pix / per_image, pix % per_image);
