@@ -1478,7 +1478,9 @@ mod dsp {
             for ky in 0..fh {
                 let at = ky * fw;
                 let iy = (oy * self.sh + ky * self.dh).checked_sub(self.ph).filter(|&y| y < self.ih);
-                let from = iy.map(|iy| (b * self.ih + iy) * self.iw + px0 + kx_lo - self.pw);
+                // (len > 0: kx_lo < fw, so px0 + kx_lo ≥ pw; a window wholly
+                // in the horizontal padding has no run.)
+                let from = iy.filter(|_| len > 0).map(|iy| (b * self.ih + iy) * self.iw + px0 + kx_lo - self.pw);
                 match from {
                     Some(f) if len > 0 && f + 4 * run_words <= input.len() => {
                         // SAFETY: the input range is checked in the guard;
@@ -1802,6 +1804,21 @@ mod dsp {
         }
     }
 
+    /// One word of [`conv_words`]' whole-block path: 4 input values from
+    /// `{s}` widened with the offset `{o}` into a group at `{d}`, which
+    /// moves on by a block's group stride (48 bytes).
+    #[rustfmt::skip]
+    macro_rules! word48 {
+        () => {
+            concat!(
+                "ldr {v}, [{s}], #4\n",
+                "sxtab16 r2, {o}, {v}\n",
+                "sxtab16 r3, {o}, {v}, ror #8\n",
+                "strd r2, r3, [{d}], #48\n",
+            )
+        };
+    }
+
     /// Converts `n ≥ 1` words of input (4 values each) at `src` into groups
     /// at `d`, `stride` words apart: `[x0, x2] + off`, `[x1, x3] + off`.
     ///
@@ -1819,75 +1836,20 @@ mod dsp {
                 asm!(
                     "lsls {v}, {n}, #31",
                     "bpl 2f",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
+                    word48!(),
                     "2:",
                     "bcc 3f",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
+                    word48!(), word48!(),
                     "3:",
                     "tst {n}, #4",
                     "beq 6f",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
+                    word48!(), word48!(), word48!(), word48!(),
                     "6:",
                     "lsrs {n}, {n}, #3",
                     "beq 5f",
                     "4:",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
-                    "ldr {v}, [{s}], #4",
-                    "sxtab16 r2, {o}, {v}",
-                    "sxtab16 r3, {o}, {v}, ror #8",
-                    "strd r2, r3, [{d}], #48",
+                    word48!(), word48!(), word48!(), word48!(),
+                    word48!(), word48!(), word48!(), word48!(),
                     "subs {n}, {n}, #1",
                     "bne 4b",
                     "5:",
@@ -3273,6 +3235,28 @@ mod dsp {
     /// Elements below which `add_i8` does not build its tables.
     const ADD_TABLES_FROM: usize = 512;
 
+    /// One element of [`add_fast4`]: bytes from r0 and r1 index the tables
+    /// at r3 and r4, the sum's `FastFull` stage (m2, cp, rs in r5, r8, r9)
+    /// goes to r2; r12 and lr scratch.
+    #[rustfmt::skip]
+    macro_rules! add_elem {
+        () => {
+            concat!(
+                "ldrb r12, [r0], #1\n",
+                "ldrb lr, [r1], #1\n",
+                "ldr r12, [r3, r12, lsl #2]\n",
+                "ldr lr, [r4, lr, lsl #2]\n",
+                "add r12, r12, lr\n",
+                "smmlar r12, r12, r5, r12\n",
+                "add r12, r12, r12, asr #31\n",
+                "qadd r12, r12, r8\n",
+                "asr r12, r12, r9\n",
+                "ssat r12, #8, r12\n",
+                "strb r12, [r2], #1\n",
+            )
+        };
+    }
+
     /// `out[i] = rq.fast_full(t1[a[i] as u8] + t2[b[i] as u8])` for `4·n4`
     /// elements, four a loop (11 instructions an element and 2 a loop; the
     /// compiler's loop took 13 an element, and 14 unrolled: registers).
@@ -3295,50 +3279,10 @@ mod dsp {
         unsafe {
             asm!(
                 "1:",
-                "ldrb r12, [r0], #1",
-                "ldrb lr, [r1], #1",
-                "ldr r12, [r3, r12, lsl #2]",
-                "ldr lr, [r4, lr, lsl #2]",
-                "add r12, r12, lr",
-                "smmlar r12, r12, r5, r12",
-                "add r12, r12, r12, asr #31",
-                "qadd r12, r12, r8",
-                "asr r12, r12, r9",
-                "ssat r12, #8, r12",
-                "strb r12, [r2], #1",
-                "ldrb r12, [r0], #1",
-                "ldrb lr, [r1], #1",
-                "ldr r12, [r3, r12, lsl #2]",
-                "ldr lr, [r4, lr, lsl #2]",
-                "add r12, r12, lr",
-                "smmlar r12, r12, r5, r12",
-                "add r12, r12, r12, asr #31",
-                "qadd r12, r12, r8",
-                "asr r12, r12, r9",
-                "ssat r12, #8, r12",
-                "strb r12, [r2], #1",
-                "ldrb r12, [r0], #1",
-                "ldrb lr, [r1], #1",
-                "ldr r12, [r3, r12, lsl #2]",
-                "ldr lr, [r4, lr, lsl #2]",
-                "add r12, r12, lr",
-                "smmlar r12, r12, r5, r12",
-                "add r12, r12, r12, asr #31",
-                "qadd r12, r12, r8",
-                "asr r12, r12, r9",
-                "ssat r12, #8, r12",
-                "strb r12, [r2], #1",
-                "ldrb r12, [r0], #1",
-                "ldrb lr, [r1], #1",
-                "ldr r12, [r3, r12, lsl #2]",
-                "ldr lr, [r4, lr, lsl #2]",
-                "add r12, r12, lr",
-                "smmlar r12, r12, r5, r12",
-                "add r12, r12, r12, asr #31",
-                "qadd r12, r12, r8",
-                "asr r12, r12, r9",
-                "ssat r12, #8, r12",
-                "strb r12, [r2], #1",
+                add_elem!(),
+                add_elem!(),
+                add_elem!(),
+                add_elem!(),
                 "subs r10, r10, #1",
                 "bne 1b",
                 inout("r0") a => _,
@@ -3758,13 +3702,13 @@ mod dsp {
                 let (kh, kw) = [(1, 1), (3, 3), (1, 3), (2, 2)][rng.below(4)];
                 let c = [1, 3, 4, 8, 16, 20][rng.below(6)];
                 let n = [1, 5, 16, 70, 130][rng.below(5)];
-                // Strides, dilations and padding of 1 or 2 (the first case of
-                // three without): the patch gathers' padded, partial and
-                // whole-window paths.
+                // Strides and dilations of 1 or 2, padding of 0 to 2 (the first
+                // case of three plain): the patch gathers' padded, partial and
+                // whole-window paths, and windows wholly in the padding.
                 let plain = case % 3 == 0;
                 let mut one_or_two = || if plain { 1 } else { 1 + rng.below(2) };
                 let (sh, sw, dh, dw) = (one_or_two(), one_or_two(), one_or_two(), one_or_two());
-                let (ph, pw) = if plain { (0, 0) } else { (rng.below(2), rng.below(2)) };
+                let (ph, pw) = if plain { (0, 0) } else { (rng.below(3), rng.below(3)) };
                 let (ih, iw) = (dh * (kh - 1) + 1 + rng.below(8), dw * (kw - 1) + 1 + rng.below(8));
                 let oh = (ih + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
                 let ow = (iw + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
