@@ -50,6 +50,7 @@ struct Layer {
     colsum: Vec<i32>,
     prep: [Vec<i32>; 4],
     input_offset: i32,
+    shifts_left: bool,
 }
 
 impl Layer {
@@ -58,7 +59,8 @@ impl Layer {
     }
     fn prepared(&self) -> PreparedEpilogue<'_> {
         let [corr, multiplier, left_shift, right_shift] = &self.prep;
-        PreparedEpilogue { input_offset: self.input_offset, corr, multiplier, left_shift, right_shift }
+        let shifts_left = self.shifts_left;
+        PreparedEpilogue { input_offset: self.input_offset, corr, multiplier, left_shift, right_shift, shifts_left }
     }
 }
 
@@ -68,7 +70,8 @@ fn prepare(n: usize, k: usize, data: Vec<i8>, colsum: Vec<i32>, bias: &[i32], rq
     let [c, m, l, r] = &mut prep;
     let pf = PackedFilter { n, k, data: &data, colsum: &colsum };
     fast::prepare_epilogue(&pf, Some(bias), rq, off, c, m, l, r).expect("valid parameters");
-    Layer { n, k, data, colsum, prep, input_offset: off }
+    let shifts_left = fast::has_left_shifts(&prep[2]);
+    Layer { n, k, data, colsum, prep, input_offset: off, shifts_left }
 }
 
 fn conv_layer(c: &mut Criterion, name: &str, id: Dims4, fd: Dims4, od: Dims4, stride: usize, pad: usize) {

@@ -19,8 +19,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use edgefleet_kernels::Requant;
 use edgefleet_kernels::fast::{
-    ADD_TABLE_LEN, PackedFilter, PreparedEpilogue, conv_packed_depth, pack_conv_filter, pack_filter, packed_len,
-    prepare_add_table, prepare_epilogue, prepared_len,
+    ADD_TABLE_LEN, PackedFilter, PreparedEpilogue, conv_packed_depth, has_left_shifts, pack_conv_filter, pack_filter,
+    packed_len, prepare_add_table, prepare_epilogue, prepared_len,
 };
 
 use crate::format::Storage;
@@ -35,8 +35,9 @@ struct Packed {
     data: Vec<i8>,
     colsum: Vec<i32>,
     /// The output stage prepared for the op's input zero point, bias and
-    /// requantization: (input offset, corr, multiplier, left, right shifts).
-    prepared: Option<(i32, [Vec<i32>; 4])>,
+    /// requantization: (input offset, corr, multiplier, left, right shifts,
+    /// whether any left shift is not zero).
+    prepared: Option<(i32, [Vec<i32>; 4], bool)>,
 }
 
 /// Packed weights of every convolution and fully connected op of a model,
@@ -112,9 +113,16 @@ impl PackedWeights {
 
     /// The output stage of op `i` prepared at load time, if it has one.
     pub fn prepared(&self, i: usize) -> Option<PreparedEpilogue<'_>> {
-        let (input_offset, [corr, multiplier, left_shift, right_shift]) =
+        let (input_offset, [corr, multiplier, left_shift, right_shift], shifts_left) =
             self.ops.get(i)?.as_ref()?.prepared.as_ref()?;
-        Some(PreparedEpilogue { input_offset: *input_offset, corr, multiplier, left_shift, right_shift })
+        Some(PreparedEpilogue {
+            input_offset: *input_offset,
+            corr,
+            multiplier,
+            left_shift,
+            right_shift,
+            shifts_left: *shifts_left,
+        })
     }
 
     /// Bytes held (packed values and sums, prepared output stages, add
@@ -126,7 +134,7 @@ impl PackedWeights {
             .iter()
             .flatten()
             .map(|p| {
-                let prepared: usize = p.prepared.as_ref().map_or(0, |(_, v)| v.iter().map(|v| 4 * v.len()).sum());
+                let prepared: usize = p.prepared.as_ref().map_or(0, |(_, v, _)| v.iter().map(|v| 4 * v.len()).sum());
                 p.data.len() + 4 * p.colsum.len() + prepared
             })
             .sum();
@@ -192,7 +200,7 @@ fn prepare(
     bias: Option<u16>,
     requant_offset: u32,
     requant_count: u32,
-) -> Option<(i32, [Vec<i32>; 4])> {
+) -> Option<(i32, [Vec<i32>; 4], bool)> {
     let input_offset = -model.slot(input)?.zero_point;
     let bias: Option<&[i32]> = match bias {
         None => None,
@@ -210,5 +218,6 @@ fn prepare(
     let mut v = [vec![0i32; len], vec![0i32; len], vec![0i32; len], vec![0i32; len]];
     let [corr, m, ls, rs] = &mut v;
     prepare_epilogue(&packed, bias, Requant { multiplier, shift }, input_offset, corr, m, ls, rs).ok()?;
-    Some((input_offset, v))
+    let shifts_left = has_left_shifts(&v[2]);
+    Some((input_offset, v, shifts_left))
 }

@@ -295,6 +295,16 @@ pub struct PreparedEpilogue<'a> {
     pub left_shift: &'a [i32],
     /// `max(−shift, 0)`.
     pub right_shift: &'a [i32],
+    /// Whether any `left_shift` is not zero ([`has_left_shifts`], computed
+    /// once with the slices): layers without left shifts skip that step of
+    /// the output stage. A `false` here with left shifts gives wrong outputs.
+    pub shifts_left: bool,
+}
+
+/// Whether a prepared output stage's left shifts are not all zero (the
+/// value of [`PreparedEpilogue::shifts_left`]).
+pub fn has_left_shifts(left_shift: &[i32]) -> bool {
+    any_nonzero(left_shift)
 }
 
 /// Entries of each [`PreparedEpilogue`] slice for `n` channels.
@@ -394,12 +404,14 @@ impl<'a> PreparedEpilogue<'a> {
             && [self.corr.len(), self.multiplier.len(), self.left_shift.len(), self.right_shift.len()]
                 .iter()
                 .all(|&l| l == len);
+        // A contract of the struct (not input): debug builds check it.
+        debug_assert_eq!(self.shifts_left, any_nonzero(self.left_shift), "PreparedEpilogue::shifts_left");
         ok.then_some(Epilogue {
             corr: self.corr,
             multiplier: self.multiplier,
             left_shift: self.left_shift,
             right_shift: self.right_shift,
-            shifts_left: any_nonzero(self.left_shift),
+            shifts_left: self.shifts_left,
             output_offset,
             clamp,
         })
@@ -1771,7 +1783,8 @@ mod battery_adapters {
             return f(None);
         }
         let [c, m, l, rr] = &v;
-        f(Some(&PreparedEpilogue { input_offset, corr: c, multiplier: m, left_shift: l, right_shift: rr }))
+        let shifts_left = has_left_shifts(l);
+        f(Some(&PreparedEpilogue { input_offset, corr: c, multiplier: m, left_shift: l, right_shift: rr, shifts_left }))
     }
 
     #[allow(clippy::too_many_arguments)]
