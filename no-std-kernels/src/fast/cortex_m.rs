@@ -532,26 +532,20 @@ mod dsp {
     /// Words of the im2col buffer (8 KiB on the stack).
     const COL_WORDS: usize = 2048;
 
-    /// The im2col buffer; 8-byte aligned for `ldrd`. Left uninitialised:
-    /// a convolution zeroes only the prefix its blocks use (a shallow
-    /// layer's few words, not 8 KiB per call).
+    /// The im2col buffer; 8-byte aligned for `ldrd`/`ldm`. Left
+    /// uninitialised: a convolution zeroes only the prefix its blocks use (a
+    /// shallow layer's few words, not 8 KiB per call).
     #[repr(C, align(8))]
-    struct ColBuf([core::mem::MaybeUninit<u32>; COL_WORDS]);
+    struct ColBuf(crate::fast::Scratch<u32, COL_WORDS>);
 
     impl ColBuf {
         fn new() -> Self {
-            ColBuf([core::mem::MaybeUninit::uninit(); COL_WORDS])
+            ColBuf(crate::fast::Scratch::new())
         }
 
         /// The first `len` words (at most all), zeroed.
         fn zeroed(&mut self, len: usize) -> &mut [u32] {
-            let len = len.min(COL_WORDS);
-            for w in &mut self.0[..len] {
-                w.write(0);
-            }
-            // SAFETY: the first `len` elements were written just above, and
-            // `MaybeUninit<u32>` has the layout of `u32`.
-            unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u32>(), len) }
+            self.0.init(len, |_| 0)
         }
     }
 
